@@ -1,0 +1,5 @@
+"""``python -m listeners``."""
+
+from listeners.cli.main import main
+
+main()

@@ -1,0 +1,1 @@
+"""The ``listeners`` command line: ``run`` and ``list``."""

@@ -1,0 +1,101 @@
+"""The ``listeners`` command line (also ``python -m listeners``)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+from dependency_injector import providers
+
+from listeners.exceptions import ListenersError
+
+LOG_FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
+LEVELS = click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False)
+
+
+def _common(function: Any) -> Any:
+    function = click.option(
+        "--app-dir", default=".", show_default=True, help="Directory put first on sys.path."
+    )(function)
+    function = click.option(
+        "--config-dir",
+        default=None,
+        help="Folder with application.yaml and its profiles [default: ./config].",
+    )(function)
+    function = click.option(
+        "--profile",
+        "profiles",
+        multiple=True,
+        help="Active profile (repeatable; later wins). Env: LISTENERS_PROFILES.",
+    )(function)
+    return click.argument("target", metavar="MODULE:ATTR")(function)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="listeners")
+def cli() -> None:
+    """Spring-style declarative Kafka and RabbitMQ listeners."""
+
+
+@cli.command()
+@_common
+@click.option(
+    "--log-level", type=LEVELS, default=None, help="Overrides listeners.logging.level [default: INFO]."
+)
+def run(
+    target: str, profiles: tuple[str, ...], config_dir: str | None, app_dir: str, log_level: str | None
+) -> None:
+    """Run the listeners of the container MODULE:ATTR until SIGTERM or Ctrl-C."""
+    from listeners.cli.serve import serve
+
+    logging.basicConfig(level=(log_level or "INFO").upper(), format=LOG_FORMAT, stream=sys.stderr)
+    container = _prepare(target, profiles, config_dir, app_dir)
+    if log_level is None:
+        logging.getLogger().setLevel(container.settings().listeners.logging.level)
+    sys.exit(asyncio.run(serve(container)))
+
+
+@cli.command(name="list")
+@_common
+def list_(target: str, profiles: tuple[str, ...], config_dir: str | None, app_dir: str) -> None:
+    """Print the listeners of MODULE:ATTR with their effective config and where each value came from."""
+    from listeners.cli.show import render_plan
+    from starter.application import plan
+
+    logging.basicConfig(level="WARNING", format=LOG_FORMAT, stream=sys.stderr)
+    container = _prepare(target, profiles, config_dir, app_dir)
+    try:
+        click.echo(render_plan(plan(container)))
+    except ListenersError as error:
+        _exit(error)
+
+
+def _prepare(target: str, profiles: tuple[str, ...], config_dir: str | None, app_dir: str) -> Any:
+    """Load the container and point it at the chosen config; config errors exit before anything connects."""
+    from listeners.cli.loading import load_container
+    from starter.loading import LaunchOptions
+
+    try:
+        container = load_container(target, app_dir)
+        launch = LaunchOptions(
+            config_dir=Path(config_dir) if config_dir is not None else None, profiles=profiles or None
+        )
+        container.launch.override(providers.Object(launch))
+        container.loaded_settings()
+    except ListenersError as error:
+        _exit(error)
+    return container
+
+
+def _exit(error: ListenersError) -> None:
+    click.echo(f"listeners: error: {error}", err=True)
+    sys.exit(1)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    cli(prog_name="listeners")

@@ -1,0 +1,6 @@
+"""Payload encoding and decoding."""
+
+from listeners.codec.base import Codec, Decoder
+from listeners.codec.json import JsonCodec
+
+__all__ = ["Codec", "Decoder", "JsonCodec"]

@@ -1,0 +1,1 @@
+"""Dead-letter routing and diagnostic headers."""

@@ -1,0 +1,169 @@
+"""RabbitMQ listeners and publishing on the embedded broker (``url: memory://``).
+
+A listener declares its queue, and with ``exchange`` the exchange and bindings, at start. Each of its
+``concurrency`` consumers pulls within ``prefetch`` unacknowledged messages. A delivery is settled
+once: a second ack or a late ack after the channel closed is ignored, as the broker would have
+requeued the message already.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+from listeners.deadletter.headers import rabbit_dead_letter_headers
+from listeners.deadletter.naming import rabbit_dead_letter_queue
+from listeners.exceptions import TransportUnavailableError
+from listeners.memory.amqp import DEFAULT_EXCHANGE, AmqpMessage, QueueConsumer
+from listeners.memory.broker import MemoryBroker
+from listeners.message import Headers, Message
+from listeners.spec import TransportKind
+from listeners.transport.base import Delivery, DeliverySink, Endpoint, Envelope, PublishReceipt
+
+
+def binding_keys(endpoint: Endpoint) -> tuple[str, ...]:
+    """Routing keys to bind with: the declared ones, else the exchange type's natural key."""
+    options = endpoint.options
+    if options.routing_key:
+        return options.routing_key
+    if options.exchange_type == "direct":
+        return (options.queue or "",)
+    return ("#",) if options.exchange_type == "topic" else ("",)
+
+
+class MemoryRabbitTransport:
+    """The RabbitMQ transport of the embedded broker."""
+
+    kind: TransportKind = "rabbit"
+    name = "memory"
+
+    def __init__(self, broker: MemoryBroker) -> None:
+        self.broker = broker
+
+    async def start(self) -> None:
+        return None
+
+    async def close(self) -> None:
+        return None
+
+    def describe(self) -> str:
+        return "memory://"
+
+    async def publish(self, envelope: Envelope) -> PublishReceipt:
+        message = AmqpMessage(
+            body=envelope.body,
+            headers=envelope.headers,
+            exchange=envelope.destination,
+            routing_key=envelope.routing_key,
+            timestamp=self.broker.clock.time(),
+            content_type=envelope.content_type,
+        )
+        amqp = self.broker.amqp
+        if envelope.delay:
+            amqp.check_routable(message)
+            self.broker.schedule(envelope.delay, lambda: amqp.publish(message))
+        else:
+            amqp.publish(message)
+        return PublishReceipt(envelope.destination)
+
+    def subscribe(self, endpoint: Endpoint, sink: DeliverySink) -> MemoryRabbitSubscription:
+        return MemoryRabbitSubscription(self.broker, endpoint, sink)
+
+
+class MemoryRabbitSubscription:
+    """A listener's consumers on one embedded queue; the settler of their deliveries."""
+
+    def __init__(self, broker: MemoryBroker, endpoint: Endpoint, sink: DeliverySink) -> None:
+        self._broker = broker
+        self._endpoint = endpoint
+        self._sink = sink
+        self._queue = endpoint.options.queue or ""
+        self._consumers: list[QueueConsumer] = []
+        self._tasks: list[asyncio.Task[None]] = []
+
+    def describe(self) -> str:
+        options = self._endpoint.options
+        if options.exchange is None:
+            return f"queue={self._queue}"
+        keys = ",".join(binding_keys(self._endpoint))
+        return f"queue={self._queue} exchange={options.exchange}({options.exchange_type}) routing_key={keys}"
+
+    async def start(self) -> None:
+        options = self._endpoint.options
+        amqp = self._broker.amqp
+        amqp.declare_queue(self._queue)
+        if options.exchange is not None:
+            amqp.declare_exchange(options.exchange, options.exchange_type)
+            for key in binding_keys(self._endpoint):
+                amqp.bind(self._queue, options.exchange, key)
+        for _ in range(options.concurrency):
+            consumer = amqp.consume(self._queue, options.prefetch)
+            self._consumers.append(consumer)
+            self._tasks.append(asyncio.ensure_future(self._consume(consumer)))
+
+    async def stop(self) -> None:
+        for consumer in self._consumers:
+            consumer.cancel()
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+
+    async def close(self) -> None:
+        await self.stop()
+        for consumer in self._consumers:
+            consumer.close()
+
+    async def _consume(self, consumer: QueueConsumer) -> None:
+        while consumer.active:
+            delivery_tag, message = await consumer.get()
+            await self._sink.submit(Delivery(self._message(message), self, (consumer, delivery_tag)))
+
+    def _message(self, message: AmqpMessage) -> Message:
+        return Message(
+            body=message.body,
+            headers=Headers(message.headers),
+            destination=self._queue,
+            listener_id=self._endpoint.listener_id,
+            transport="rabbit",
+            timestamp=message.timestamp,
+            exchange=message.exchange,
+            routing_key=message.routing_key,
+            redelivered=message.redelivered,
+            raw=message,
+        )
+
+    # Settler --------------------------------------------------------------------------------------
+
+    async def ack(self, delivery: Delivery) -> None:
+        consumer, delivery_tag = delivery.handle
+        consumer.ack(delivery_tag)
+
+    async def release(self, delivery: Delivery) -> None:
+        consumer, delivery_tag = delivery.handle
+        consumer.requeue(delivery_tag)
+
+    async def dead_letter(self, delivery: Delivery, error: BaseException) -> None:
+        message = delivery.message
+        queue = rabbit_dead_letter_queue(self._endpoint)
+        amqp = self._broker.amqp
+        amqp.declare_queue(queue)
+        amqp.publish(
+            AmqpMessage(
+                body=message.body,
+                headers=rabbit_dead_letter_headers(
+                    message, error, max_stacktrace=self._endpoint.options.dead_letter.max_stacktrace
+                ),
+                exchange=DEFAULT_EXCHANGE,
+                routing_key=queue,
+                timestamp=self._broker.clock.time(),
+                content_type=message.raw.content_type if isinstance(message.raw, AmqpMessage) else None,
+            )
+        )
+        await self.ack(delivery)
+
+    async def retry_later(
+        self, delivery: Delivery, delay: float, next_attempt: int, error: BaseException
+    ) -> None:
+        raise TransportUnavailableError("non-blocking retries through delay queues are not available yet")

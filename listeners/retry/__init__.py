@@ -1,0 +1,1 @@
+"""Retry policy: back-off, exception classification and the error-handling interceptor."""

@@ -1,0 +1,93 @@
+"""The error-handling step of the pipeline: a failed attempt becomes a Retry or a DeadLetter outcome."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from listeners.exceptions import RetryLater
+from listeners.message import Message
+from listeners.outcome import Ack, DeadLetter, Outcome, Retry
+from listeners.retry.backoff import BackOffPolicy
+from listeners.retry.classifier import DefaultClassifier, ExceptionClassifier
+from listeners.runtime.pipeline import Handler
+from listeners.spec import ListenerOptions
+
+log = logging.getLogger("listeners.retry")
+
+
+class ErrorHandler:
+    """Turns an exception from the rest of the pipeline into what should happen to the message.
+
+    A retryable failure with attempts left becomes ``Retry`` after the back-off delay (or the delay a
+    handler gave with :class:`~listeners.exceptions.RetryLater`); anything else becomes ``DeadLetter``,
+    or, with dead letters disabled, an ``Ack`` marked discarded and logged at ERROR.
+    """
+
+    def __init__(
+        self,
+        listener_id: str,
+        options: ListenerOptions,
+        *,
+        classifier: ExceptionClassifier | None = None,
+        backoff: BackOffPolicy | None = None,
+    ) -> None:
+        self._listener_id = listener_id
+        self._attempts = options.retry.attempts
+        self._blocking = options.retry.mode == "blocking"
+        self._dead_letter = options.dead_letter.enabled
+        self._classifier = classifier or DefaultClassifier(
+            options.retry.retryable, options.retry.not_retryable
+        )
+        self._backoff = backoff or BackOffPolicy.from_spec(options.retry.backoff)
+
+    async def __call__(self, message: Message, call_next: Handler) -> Outcome:
+        try:
+            return await call_next(message)
+        except asyncio.CancelledError:
+            raise
+        except Exception as error:
+            return self.decide(message, error)
+
+    def decide(self, message: Message, error: Exception) -> Outcome:
+        """The outcome for ``message`` whose attempt failed with ``error``."""
+        retryable = self._classifier.is_retryable(error)
+        if retryable and message.attempt < self._attempts:
+            delay = error.delay if isinstance(error, RetryLater) and error.delay is not None else None
+            if delay is None:
+                delay = self._backoff.delay(message.attempt)
+            log.warning(
+                "listener %s: attempt %d/%d failed for %s, retrying in %.3gs: %s: %s",
+                self._listener_id,
+                message.attempt,
+                self._attempts,
+                message.describe(),
+                delay,
+                type(error).__name__,
+                error,
+            )
+            return Retry(delay=delay, next_attempt=message.attempt + 1, error=error, blocking=self._blocking)
+        reason = "attempts exhausted" if retryable else "not retryable"
+        if self._dead_letter:
+            log.error(
+                "listener %s: %s (attempt %d) is dead-lettered, %s: %s: %s",
+                self._listener_id,
+                message.describe(),
+                message.attempt,
+                reason,
+                type(error).__name__,
+                error,
+                exc_info=error,
+            )
+            return DeadLetter(error)
+        log.error(
+            "listener %s: %s (attempt %d) is DISCARDED (dead letters disabled), %s: %s: %s",
+            self._listener_id,
+            message.describe(),
+            message.attempt,
+            reason,
+            type(error).__name__,
+            error,
+            exc_info=error,
+        )
+        return Ack(skipped="discarded", error=error)

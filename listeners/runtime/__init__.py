@@ -1,0 +1,1 @@
+"""Runtime: listener containers, the per-message pipeline, invocation and forwarding."""

@@ -1,0 +1,306 @@
+"""ListenerContainer: runs one listener between its subscription and its pipeline.
+
+It bounds in-flight work (``max_in_flight``; a subscription's ``submit`` waits at the bound), keeps
+order within ordering lanes (``partition``: one lane per partition, ``key``: one per key within a
+partition, ``none``: every message on its own), retries in place (blocking retries and deferrals wait on
+the clock, never inside a handler), settles every outcome through the delivery's transport, and
+stops gracefully: stop fetching, release what has not started, finish what has within the timeout,
+release the rest uncommitted, then let the subscription make its final commit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from collections.abc import Callable, Coroutine, Hashable
+from typing import Any, Literal
+
+from listeners.clock import Clock
+from listeners.message import Message
+from listeners.outcome import Ack, DeadLetter, Defer, Outcome, Release, Retry
+from listeners.retry.backoff import BackOffPolicy
+from listeners.runtime.pipeline import Handler
+from listeners.runtime.stats import ListenerStats
+from listeners.spec import Ordering
+from listeners.transport.base import Delivery, Endpoint, Subscription, Transport
+
+log = logging.getLogger("listeners.container")
+
+State = Literal["created", "running", "stopping", "stopped"]
+
+SETTLE_BACKOFF = BackOffPolicy(initial=0.5, multiplier=2.0, maximum=30.0, jitter=0.1)
+"""Back-off while a settle (ack, dead-letter or retry publish) keeps failing: no loss, no spin."""
+
+
+class ListenerContainer:
+    """One listener's runtime; the :class:`~listeners.transport.base.DeliverySink` of its subscription."""
+
+    def __init__(
+        self,
+        endpoint: Endpoint,
+        pipeline: Handler,
+        transport: Transport,
+        clock: Clock,
+        *,
+        settle_backoff: BackOffPolicy = SETTLE_BACKOFF,
+    ) -> None:
+        self.endpoint = endpoint
+        self.stats = ListenerStats()
+        self.state: State = "created"
+        self._pipeline = pipeline
+        self._transport = transport
+        self._clock = clock
+        self._settle_backoff = settle_backoff
+        self._ordering: Ordering = endpoint.options.ordering or "partition"
+        self._at_most_once = endpoint.options.ack_mode == "at_most_once"
+        self._capacity = endpoint.options.max_in_flight
+        self._subscription: Subscription | None = None
+        self._pending: set[Delivery] = set()
+        self._started: set[Delivery] = set()
+        self._lanes: dict[Hashable, deque[Delivery]] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._space = asyncio.Event()
+        self._space.set()
+        self._changed = asyncio.Condition()
+        self._stopping = asyncio.Event()
+
+    @property
+    def listener_id(self) -> str:
+        return self.endpoint.listener_id
+
+    @property
+    def in_flight(self) -> int:
+        """Deliveries accepted and not yet settled."""
+        return len(self._pending)
+
+    def describe(self) -> str:
+        """Sources as the subscription describes them, for log lines."""
+        return self._subscription.describe() if self._subscription else ",".join(self.endpoint.sources)
+
+    # lifecycle ------------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Subscribe and start consuming."""
+        if self.state != "created":
+            raise RuntimeError(f"listener {self.listener_id} is {self.state}; a container starts once")
+        self._subscription = self._transport.subscribe(self.endpoint, self)
+        await self._subscription.start()
+        self.state = "running"
+
+    async def stop(self, timeout: float) -> bool:
+        """Stop gracefully within ``timeout`` seconds; False if in-flight work had to be abandoned."""
+        if self.state in ("stopping", "stopped"):
+            return True
+        was_running = self.state == "running"
+        self.state = "stopping"
+        self._stopping.set()
+        self._space.set()
+        finished = True
+        if self._subscription is not None and was_running:
+            await self._subscription.stop()
+            finished = await self.drain(_everything, timeout)
+            if not finished:
+                await self._abandon()
+            await self._subscription.close()
+        self.state = "stopped"
+        return finished
+
+    # DeliverySink ---------------------------------------------------------------------------------
+
+    def has_capacity(self) -> bool:
+        return len(self._pending) < self._capacity
+
+    async def submit(self, delivery: Delivery) -> None:
+        while len(self._pending) >= self._capacity and not self._stopping.is_set():
+            self._space.clear()
+            await self._space.wait()
+        if self._stopping.is_set():
+            await self._release(delivery, "listener stopping")
+            return
+        self._pending.add(delivery)
+        lane = self._lane_of(delivery.message)
+        if lane is None:
+            self._started.add(delivery)
+            self._spawn(self._handle(delivery))
+            return
+        queue = self._lanes.get(lane)
+        if queue is not None:
+            queue.append(delivery)
+            return
+        queue = deque((delivery,))
+        self._lanes[lane] = queue
+        self._spawn(self._run_lane(lane, queue))
+
+    async def drain(self, matches: Callable[[Message], bool], timeout: float) -> bool:
+        for queue in self._lanes.values():
+            waiting = [delivery for delivery in queue if matches(delivery.message)]
+            for delivery in waiting:
+                queue.remove(delivery)
+        for delivery in [d for d in self._pending if d not in self._started and matches(d.message)]:
+            await self._release(delivery, "released before it started")
+
+        def settled() -> bool:
+            return not any(matches(delivery.message) for delivery in self._started)
+
+        async with self._changed:
+            try:
+                await asyncio.wait_for(self._changed.wait_for(settled), timeout)
+            except TimeoutError:
+                return False
+        return True
+
+    # processing -----------------------------------------------------------------------------------
+
+    def _lane_of(self, message: Message) -> Hashable | None:
+        if self._ordering == "partition":
+            return (message.destination, message.partition)
+        if self._ordering == "key":
+            return (message.destination, message.partition, message.key)
+        return None
+
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.ensure_future(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("listener %s: internal error", self.listener_id, exc_info=task.exception())
+
+    async def _run_lane(self, lane: Hashable, queue: deque[Delivery]) -> None:
+        try:
+            while queue and not self._stopping.is_set():
+                delivery = queue.popleft()
+                self._started.add(delivery)
+                await self._handle(delivery)
+        finally:
+            if self._lanes.get(lane) is queue:
+                del self._lanes[lane]
+
+    async def _handle(self, delivery: Delivery) -> None:
+        if self._at_most_once:
+            if not await self._settle(delivery, Ack(), record=False):
+                return
+            self.stats.record(await self._attempt(delivery.message))
+            await self._finish(delivery)
+            return
+        outcome = await self._run(delivery)
+        if await self._settle(delivery, outcome):
+            await self._finish(delivery)
+
+    async def _run(self, delivery: Delivery) -> Outcome:
+        while True:
+            outcome = await self._attempt(delivery.message)
+            if isinstance(outcome, Retry) and outcome.blocking:
+                self.stats.record(outcome)
+                if not await self._wait(outcome.delay):
+                    return Release("listener stopping during a retry back-off")
+                delivery.message = delivery.message.next_attempt()
+            elif isinstance(outcome, Defer):
+                if not await self._wait(outcome.delay):
+                    return Release(f"listener stopping while deferred: {outcome.reason}")
+            else:
+                return outcome
+
+    async def _attempt(self, message: Message) -> Outcome:
+        try:
+            return await self._pipeline(message)
+        except asyncio.CancelledError:
+            raise
+        except Exception as error:  # an interceptor failed; the error handler covers the handler itself
+            log.error(
+                "listener %s: pipeline error for %s", self.listener_id, message.describe(), exc_info=error
+            )
+            return DeadLetter(error)
+
+    async def _settle(self, delivery: Delivery, outcome: Outcome, *, record: bool = True) -> bool:
+        """Settle until the broker confirms; False if the listener stopped first (delivery stays pending)."""
+        delays = self._settle_backoff.execution()
+        while True:
+            try:
+                await self._apply(delivery, outcome)
+            except asyncio.CancelledError:
+                raise
+            except Exception as error:
+                delay = next(delays)
+                log.error(
+                    "listener %s: could not settle %s (%s), trying again in %.3gs: %s: %s",
+                    self.listener_id,
+                    delivery.message.describe(),
+                    type(outcome).__name__,
+                    delay,
+                    type(error).__name__,
+                    error,
+                )
+                if not await self._wait(delay):
+                    return False
+                continue
+            if record:
+                self.stats.record(outcome)
+            return True
+
+    async def _apply(self, delivery: Delivery, outcome: Outcome) -> None:
+        settler = delivery.settler
+        if isinstance(outcome, Ack):
+            await settler.ack(delivery)
+        elif isinstance(outcome, DeadLetter):
+            await settler.dead_letter(delivery, outcome.error)
+        elif isinstance(outcome, Retry):
+            await settler.retry_later(delivery, outcome.delay, outcome.next_attempt, outcome.error)
+        elif isinstance(outcome, Release):
+            await settler.release(delivery)
+        else:
+            raise TypeError(f"outcome {outcome!r} cannot be settled by a transport")
+
+    async def _wait(self, delay: float) -> bool:
+        """Wait ``delay`` on the clock; False (at once) if the listener starts stopping."""
+        if self._stopping.is_set():
+            return False
+        sleeper = asyncio.ensure_future(self._clock.sleep(delay))
+        stopper = asyncio.ensure_future(self._stopping.wait())
+        try:
+            await asyncio.wait((sleeper, stopper), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            sleeper.cancel()
+            stopper.cancel()
+        return not self._stopping.is_set()
+
+    async def _finish(self, delivery: Delivery) -> None:
+        self._pending.discard(delivery)
+        self._started.discard(delivery)
+        if len(self._pending) < self._capacity:
+            self._space.set()
+        async with self._changed:
+            self._changed.notify_all()
+
+    async def _release(self, delivery: Delivery, reason: str) -> None:
+        try:
+            await delivery.settler.release(delivery)
+        except Exception as error:  # the broker redelivers unsettled messages anyway
+            log.warning(
+                "listener %s: release of %s failed: %s", self.listener_id, delivery.message.describe(), error
+            )
+        self.stats.record(Release(reason))
+        await self._finish(delivery)
+
+    async def _abandon(self) -> None:
+        """After the stop timeout: cancel handlers still running and release everything unsettled."""
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        abandoned = list(self._pending)
+        if abandoned:
+            log.warning(
+                "listener %s: %d message(s) did not finish within the shutdown timeout; released uncommitted",
+                self.listener_id,
+                len(abandoned),
+            )
+        for delivery in abandoned:
+            await self._release(delivery, "shutdown timeout")
+
+
+def _everything(message: Message) -> bool:
+    return True

@@ -1,0 +1,125 @@
+"""The innermost pipeline step: decode, build arguments, call the handler, forward its result."""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import functools
+import inspect
+from collections.abc import Awaitable, Callable
+from concurrent.futures import Executor
+from typing import Any
+
+from pydantic import TypeAdapter
+
+from listeners.codec import Codec
+from listeners.exceptions import MessageDecodeError
+from listeners.message import Message
+from listeners.outcome import ACK, Outcome
+from listeners.runtime.parameters import HeaderParameter, ParameterPlan
+
+Forward = Callable[[Any, Message], Awaitable[None]]
+ArgumentBuilder = Callable[[Message], Any]
+
+
+class Invoker:
+    """Calls one handler for one message.
+
+    Async handlers run on the event loop; sync handlers run in the bounded ``executor`` with the
+    caller's context variables. A payload or header that cannot be converted raises
+    :class:`~listeners.exceptions.MessageDecodeError` (fatal: no retries).
+    """
+
+    def __init__(
+        self,
+        *,
+        listener_id: str,
+        handler: Callable[..., Any],
+        plan: ParameterPlan,
+        codec: Codec,
+        executor: Executor,
+        forward: Forward | None = None,
+    ) -> None:
+        self._listener_id = listener_id
+        self._handler = handler
+        self._is_async = plan.is_async
+        self._executor = executor
+        self._forward = forward
+        self._builders = self._argument_builders(plan, codec)
+
+    async def __call__(self, message: Message) -> Outcome:
+        arguments = {name: build(message) for name, build in self._builders}
+        if self._is_async:
+            result = await self._handler(**arguments)
+        else:
+            call = functools.partial(contextvars.copy_context().run, self._handler, **arguments)
+            result = await asyncio.get_running_loop().run_in_executor(self._executor, call)
+        if result is not None and self._forward is not None:
+            await self._forward(result, message)
+        return ACK
+
+    def _argument_builders(self, plan: ParameterPlan, codec: Codec) -> list[tuple[str, ArgumentBuilder]]:
+        builders: list[tuple[str, ArgumentBuilder]] = []
+        if plan.payload is not None:
+            builders.append((plan.payload, self._payload_builder(codec, plan.payload_type)))
+        builders.extend((name, _message) for name in plan.message)
+        builders.extend((name, _headers) for name in plan.headers)
+        builders.extend((header.parameter, self._header_builder(header)) for header in plan.header_values)
+        return builders
+
+    def _payload_builder(self, codec: Codec, payload_type: Any) -> ArgumentBuilder:
+        decode = codec.decoder_for(payload_type)
+        type_name = getattr(payload_type, "__name__", repr(payload_type))
+        listener_id = self._listener_id
+
+        def payload(message: Message) -> Any:
+            try:
+                return decode(message.body)
+            except Exception as error:
+                raise MessageDecodeError(
+                    f"listener {listener_id}: cannot decode the payload of {message.describe()} as "
+                    f"{type_name}: {error}"
+                ) from error
+
+        return payload
+
+    def _header_builder(self, header: HeaderParameter) -> ArgumentBuilder:
+        convert = _header_converter(header.annotation)
+        listener_id = self._listener_id
+        missing = header.default is inspect.Parameter.empty
+
+        def value(message: Message) -> Any:
+            raw = message.headers.get(header.header)
+            if raw is None:
+                if missing:
+                    raise MessageDecodeError(
+                        f"listener {listener_id}: {message.describe()} has no header {header.header!r} "
+                        f"required by parameter {header.parameter!r}"
+                    )
+                return header.default
+            try:
+                return convert(raw)
+            except Exception as error:
+                raise MessageDecodeError(
+                    f"listener {listener_id}: header {header.header!r} of {message.describe()} does not fit "
+                    f"parameter {header.parameter!r}: {error}"
+                ) from error
+
+        return value
+
+
+def _message(message: Message) -> Message:
+    return message
+
+
+def _headers(message: Message) -> Any:
+    return message.headers
+
+
+def _header_converter(annotation: Any) -> Callable[[bytes], Any]:
+    if annotation is bytes:
+        return bytes
+    if annotation is str or annotation is Any:
+        return lambda raw: raw.decode("utf-8")
+    adapter: TypeAdapter[Any] = TypeAdapter(annotation)
+    return lambda raw: adapter.validate_python(raw.decode("utf-8"))

@@ -1,0 +1,1 @@
+"""The transport seam (protocols) and the registry of transport implementations."""

@@ -1,0 +1,161 @@
+"""The transport seam: what every broker integration (memory, Kafka, RabbitMQ) provides.
+
+A transport publishes :class:`Envelope` s with confirmation and turns a listener's :class:`Endpoint`
+into a :class:`Subscription` that feeds :class:`Delivery` s into a :class:`DeliverySink` (the
+listener container). The container decides what happens to each delivery and calls back into the
+delivery's :class:`Settler` to ack, dead-letter, republish for retry or release it. Only the
+transport knows what those mean on its broker.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from listeners.message import HeaderPairs, Message
+from listeners.spec import ListenerOptions, TransportKind
+
+
+@dataclass(frozen=True, slots=True)
+class Envelope:
+    """An encoded message ready to publish.
+
+    ``destination`` is a Kafka topic or a RabbitMQ exchange (``""`` is the default exchange).
+    ``delay`` asks for delivery no earlier than that many seconds from now.
+    """
+
+    destination: str
+    body: bytes
+    key: bytes | None = None
+    routing_key: str = ""
+    headers: HeaderPairs = ()
+    partition: int | None = None
+    content_type: str | None = None
+    delay: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PublishReceipt:
+    """Confirmation of a publish. ``partition``/``offset`` are set by log-based transports."""
+
+    destination: str
+    partition: int | None = None
+    offset: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    """What a transport needs to know about one listener: its id and fully resolved options."""
+
+    listener_id: str
+    kind: TransportKind
+    options: ListenerOptions
+
+    @property
+    def group_id(self) -> str:
+        """Kafka consumer group: the declared one, else the listener id (Spring's ``idIsGroup``)."""
+        return self.options.group_id or self.listener_id
+
+    @property
+    def sources(self) -> tuple[str, ...]:
+        """Topics for Kafka, the queue for RabbitMQ."""
+        if self.kind == "kafka":
+            return self.options.topics or ()
+        return (self.options.queue,) if self.options.queue else ()
+
+
+class Settler(Protocol):
+    """Settles deliveries on the broker. Each method returns once the broker confirmed it."""
+
+    async def ack(self, delivery: Delivery) -> None:
+        """Done: acknowledge, or mark the offset complete for the next commit."""
+        ...
+
+    async def release(self, delivery: Delivery) -> None:
+        """Give it back unsettled so it is delivered again (RabbitMQ requeue; Kafka: do not commit)."""
+        ...
+
+    async def dead_letter(self, delivery: Delivery, error: BaseException) -> None:
+        """Publish the original to the dead-letter destination (confirmed), then acknowledge it."""
+        ...
+
+    async def retry_later(
+        self, delivery: Delivery, delay: float, next_attempt: int, error: BaseException
+    ) -> None:
+        """Republish for a later attempt through the broker (confirmed), then acknowledge it."""
+        ...
+
+
+class Delivery:
+    """One message handed to a listener, with the means to settle it. ``handle`` is transport-private."""
+
+    __slots__ = ("handle", "message", "settler")
+
+    def __init__(self, message: Message, settler: Settler, handle: Any = None) -> None:
+        self.message = message
+        self.settler = settler
+        self.handle = handle
+
+
+class DeliverySink(Protocol):
+    """Where a subscription puts deliveries: the listener container, which bounds in-flight work."""
+
+    async def submit(self, delivery: Delivery) -> None:
+        """Accept a delivery, waiting while the listener is at its in-flight bound."""
+        ...
+
+    def has_capacity(self) -> bool:
+        """Whether :meth:`submit` would accept a delivery without waiting."""
+        ...
+
+    async def drain(self, matches: Callable[[Message], bool], timeout: float) -> bool:
+        """Wait until no matching delivery is in flight; False if ``timeout`` passed first."""
+        ...
+
+
+class Subscription(Protocol):
+    """A listener's consumers on one transport."""
+
+    async def start(self) -> None:
+        """Connect consumers and start feeding the sink."""
+        ...
+
+    async def stop(self) -> None:
+        """Stop fetching. Deliveries already handed out may still be settled."""
+        ...
+
+    async def close(self) -> None:
+        """After in-flight work drained or was released: final commit, leave the group, free resources."""
+        ...
+
+    def describe(self) -> str:
+        """Sources for log lines, e.g. ``topics=orders group=billing``."""
+        ...
+
+
+class Transport(Protocol):
+    """A broker connection that publishes and subscribes."""
+
+    kind: TransportKind
+    name: str
+
+    async def start(self) -> None:
+        """Connect. Safe to call once; publishing and subscribing need it."""
+        ...
+
+    async def close(self) -> None:
+        """Disconnect and free every resource."""
+        ...
+
+    async def publish(self, envelope: Envelope) -> PublishReceipt:
+        """Publish and return once the broker confirmed it."""
+        ...
+
+    def subscribe(self, endpoint: Endpoint, sink: DeliverySink) -> Subscription:
+        """A subscription for the listener described by ``endpoint``; not started."""
+        ...
+
+    def describe(self) -> str:
+        """Where this transport connects, without secrets."""
+        ...

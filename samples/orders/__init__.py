@@ -1,0 +1,1 @@
+"""The orders sample: Kafka orders -> billing -> RabbitMQ payment requests -> notifications."""

@@ -1,0 +1,127 @@
+"""Settings models: the ``listeners:`` section of ``application.yaml`` and its profiles.
+
+Every model rejects unknown keys. Applications add their own top-level sections by subclassing
+:class:`ApplicationSettings` (like Spring's ``@ConfigurationProperties``) and declaring it as the
+container's ``settings_model``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+from urllib.parse import urlsplit, urlunsplit
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from listeners.durations import Duration
+from listeners.spec import ListenerOptions, StoreName
+
+MEMORY_URL = "memory://"
+
+
+class Section(BaseModel):
+    """Base of settings sections: unknown keys are errors."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class KafkaSettings(Section):
+    """``listeners.kafka``: where Kafka listeners and the Kafka publisher connect."""
+
+    bootstrap_servers: str | list[str] = MEMORY_URL
+    client_id: str = "listeners"
+    consumer: dict[str, Any] = Field(default_factory=dict)
+    producer: dict[str, Any] = Field(default_factory=dict)
+
+    @property
+    def embedded(self) -> bool:
+        return self.bootstrap_servers == MEMORY_URL
+
+    def display(self) -> str:
+        servers = self.bootstrap_servers
+        return servers if isinstance(servers, str) else ",".join(servers)
+
+
+class RabbitSettings(Section):
+    """``listeners.rabbit``: where RabbitMQ listeners and the Rabbit publisher connect."""
+
+    url: SecretStr = SecretStr(MEMORY_URL)
+
+    @property
+    def embedded(self) -> bool:
+        return self.url.get_secret_value() == MEMORY_URL
+
+    def display(self) -> str:
+        return mask_url(self.url.get_secret_value())
+
+
+class MemorySettings(Section):
+    """``listeners.memory``: the embedded broker."""
+
+    partitions: int = Field(default=3, ge=1)
+
+
+class ExecutorSettings(Section):
+    """``listeners.executor``: the bounded thread pool that runs sync handlers."""
+
+    max_workers: int = Field(default=16, ge=1)
+
+
+class IdempotencySettings(Section):
+    """``listeners.idempotency``: the store used by listeners with an ``idempotency_key``."""
+
+    store: StoreName = "sqlite"
+    sqlite_path: str = ".listeners/idempotency.sqlite3"
+    redis_url: SecretStr | None = None
+    postgres_dsn: SecretStr | None = None
+
+
+class TracingSettings(Section):
+    """``listeners.tracing``: OpenTelemetry tracing of sends and handled messages."""
+
+    enabled: bool = False
+    exporter: Literal["none", "console", "otlp"] = "none"
+    endpoint: str | None = None
+    sample_ratio: float = Field(default=1.0, ge=0.0, le=1.0)
+    service_name: str | None = None
+
+
+class LoggingSettings(Section):
+    """``listeners.logging``."""
+
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+
+class ListenersSettings(Section):
+    """The ``listeners:`` section."""
+
+    kafka: KafkaSettings = KafkaSettings()
+    rabbit: RabbitSettings = RabbitSettings()
+    memory: MemorySettings = MemorySettings()
+    defaults: ListenerOptions = ListenerOptions()
+    listener: dict[str, ListenerOptions] = Field(default_factory=dict)
+    shutdown_timeout: Duration = 30.0
+    executor: ExecutorSettings = ExecutorSettings()
+    idempotency: IdempotencySettings = IdempotencySettings()
+    tracing: TracingSettings = TracingSettings()
+    logging: LoggingSettings = LoggingSettings()
+
+
+class ApplicationSettings(BaseSettings):
+    """Root of the configuration. Subclass it to add application sections next to ``listeners``."""
+
+    model_config = SettingsConfigDict(extra="forbid", env_nested_delimiter="__", case_sensitive=False)
+
+    listeners: ListenersSettings = ListenersSettings()
+
+
+def mask_url(url: str) -> str:
+    """``amqp://user:***@host/vhost``: the URL with any password hidden."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.hostname or ""
+    if parts.port is not None:
+        host = f"{host}:{parts.port}"
+    netloc = f"{parts.username}:***@{host}" if parts.username else f":***@{host}"
+    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))

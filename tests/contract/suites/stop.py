@@ -1,0 +1,82 @@
+"""Graceful stop: in-flight work finishes within the timeout; what cannot is released, not lost."""
+
+from __future__ import annotations
+
+import asyncio
+
+from dependency_injector import providers
+
+from listeners.memory import MemoryBroker
+from listeners.testing import running
+from tests.contract.configs import TransportConfig, unique
+from tests.contract.harness import container_for
+
+
+class StopSuite(TransportConfig):
+    async def test_stop_waits_for_in_flight_handlers_and_settles_them(self) -> None:
+        source = unique("drain")
+        started, release = asyncio.Event(), asyncio.Event()
+
+        class Handlers:
+            def __init__(self) -> None:
+                self.finished: list[int] = []
+
+            @self.listener(source, id="drain")
+            async def handle(self, number: int) -> None:
+                started.set()
+                await release.wait()
+                self.finished.append(number)
+
+        handlers = Handlers()
+        broker = MemoryBroker()
+        first = container_for(handlers)
+        first.memory_broker.override(providers.Object(broker))
+        async with running(first) as app:
+            await self.publish(app, source, 1)
+            await started.wait()
+            stopping = asyncio.ensure_future(app.app.stop())
+            await asyncio.sleep(0)
+            assert not stopping.done()
+            release.set()
+            assert await stopping is True
+        assert handlers.finished == [1]
+        again = Handlers()
+        second = container_for(again)
+        second.memory_broker.override(providers.Object(broker))
+        async with running(second) as app:
+            await self.publish(app, source, 2)
+            await app.wait_for(lambda: 2 in again.finished)
+        assert again.finished == [2], "a settled message was delivered again"
+
+    async def test_handler_outliving_the_timeout_is_released_and_redelivered(self) -> None:
+        source = unique("stuck")
+        started = asyncio.Event()
+
+        class Stuck:
+            @self.listener(source, id="stuck")
+            async def handle(self, number: int) -> None:
+                started.set()
+                await asyncio.Event().wait()
+
+        broker = MemoryBroker()
+        first = container_for(Stuck())
+        first.memory_broker.override(providers.Object(broker))
+        async with running(first, overrides={"listeners.shutdown_timeout": "50ms"}) as app:
+            await self.publish(app, source, 7)
+            await started.wait()
+            assert await app.app.stop() is False
+            assert app.stats("stuck").released == 1
+
+        class Healthy:
+            def __init__(self) -> None:
+                self.seen: list[int] = []
+
+            @self.listener(source, id="stuck")
+            async def handle(self, number: int) -> None:
+                self.seen.append(number)
+
+        healthy = Healthy()
+        second = container_for(healthy)
+        second.memory_broker.override(providers.Object(broker))
+        async with running(second) as app:
+            await app.wait_for(lambda: healthy.seen == [7])
