@@ -44,19 +44,22 @@ class ManualClock:
     """
 
     def __init__(self, start: float = 1_700_000_000.0) -> None:
-        self._now = start
+        # Deadlines are kept as elapsed seconds: at epoch magnitudes float steps are ~1e-7 s, which
+        # would make 0.99 + 0.01 fall short of 1.0.
+        self._start = start
+        self._elapsed = 0.0
         self._sleepers: list[tuple[float, int, asyncio.Future[None]]] = []
         self._sequence = itertools.count()
 
     def time(self) -> float:
-        return self._now
+        return self._start + self._elapsed
 
     async def sleep(self, seconds: float) -> None:
         if seconds <= 0:
             await asyncio.sleep(0)
             return
         waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        heapq.heappush(self._sleepers, (self._now + seconds, next(self._sequence), waiter))
+        heapq.heappush(self._sleepers, (self._elapsed + seconds, next(self._sequence), waiter))
         await waiter
 
     @property
@@ -65,19 +68,26 @@ class ManualClock:
         return sum(1 for _, _, waiter in self._sleepers if not waiter.done())
 
     def next_deadline(self) -> float | None:
-        """The earliest time a sleeper is waiting for, if any."""
+        """The earliest time (as :meth:`time` reads) a sleeper is waiting for, if any."""
         live = [deadline for deadline, _, waiter in self._sleepers if not waiter.done()]
-        return min(live) if live else None
+        return self._start + min(live) if live else None
 
     async def advance(self, seconds: float) -> None:
         """Move time forward by ``seconds``, waking every sleeper that falls due on the way."""
-        target = self._now + seconds
-        while self._sleepers and self._sleepers[0][0] <= target:
+        target = self._elapsed + seconds
+        while self._sleepers and self._sleepers[0][0] <= target + _TOLERANCE:
             deadline, _, waiter = heapq.heappop(self._sleepers)
-            self._now = max(self._now, deadline)
+            self._elapsed = max(self._elapsed, deadline)
             if not waiter.done():
                 waiter.set_result(None)
-                for _ in range(5):
+                for _ in range(_YIELDS):
                     await asyncio.sleep(0)
-        self._now = target
-        await asyncio.sleep(0)
+        self._elapsed = max(self._elapsed, target)
+        for _ in range(_YIELDS):
+            await asyncio.sleep(0)
+
+
+_TOLERANCE = 1e-9
+"""Sleepers due within a nanosecond of the target wake: sums of decimal steps are inexact in binary."""
+_YIELDS = 10
+"""Event-loop turns given after each wake-up so the woken work settles before time moves on."""

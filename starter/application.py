@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
-from collections.abc import Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import Any
@@ -20,7 +19,7 @@ from typing import Any
 from listeners.clock import Clock
 from listeners.codec import Codec
 from listeners.discovery import discover, modules_needing_wiring
-from listeners.exceptions import DeclarationError, StartupError
+from listeners.exceptions import StartupError
 from listeners.memory import MemoryBroker
 from listeners.retry.interceptor import ErrorHandler
 from listeners.runtime.container import ListenerContainer
@@ -80,12 +79,14 @@ class ListenersApplication:
         for resolved in self._plan.listeners:
             for note in resolved.notes:
                 log.warning("listener %s: %s", resolved.listener_id, note)
+        if self._plan.loaded.settings.listeners.tracing.enabled:
+            log.warning("listeners.tracing.enabled is set but tracing is not honoured yet (it is planned)")
         try:
             await self._start_resources()
-            built = [await self._build(resolved) for resolved in self._plan.listeners]
             registry: TransportRegistry = self.container.transports()
             for kind in sorted({resolved.endpoint.kind for resolved in self._plan.listeners}):
                 await self._connect(registry, kind)
+            built = [await self._build(resolved) for resolved in self._plan.listeners]
             for resolved, listener in built:
                 self.listeners[resolved.listener_id] = listener
                 if resolved.endpoint.options.auto_startup:
@@ -140,7 +141,6 @@ class ListenersApplication:
         where = f"listener {resolved.listener_id} ({spec.handler_name})"
         handler = await declaration.bind()
         plan_ = plan_parameters(handler, where)
-        _require_wired(handler, declaration.unbound_function(), where)
         forward = None
         if declaration.forward is not None:
             forward = Forwarder(
@@ -192,18 +192,3 @@ def _startup_line(resolved: ResolvedListener, listener: ListenerContainer) -> st
     if forward is not None:
         parts.append(f"send_to={forward.describe()}")
     return " ".join(parts)
-
-
-def _require_wired(handler: Callable[..., Any], declared: Callable[..., Any], where: str) -> None:
-    """A handler with ``Provide[...]`` parameters must be patched by wiring, or it would get markers."""
-    try:
-        from dependency_injector.wiring import _fetch_reference_injections, _patched_registry
-    except ImportError:  # pragma: no cover - private API moved; wiring errors then surface at call time
-        return
-    target = getattr(handler, "__func__", handler)
-    injections, _ = _fetch_reference_injections(inspect.unwrap(declared))
-    if injections and not _patched_registry.has_callable(target):
-        raise DeclarationError(
-            f"{where}: uses Provide[...] for {', '.join(sorted(injections))} but its module is not wired; "
-            "add the module to the container's wiring_config"
-        )

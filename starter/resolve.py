@@ -105,7 +105,7 @@ def _resolve(declaration: Declaration, loaded: LoadedSettings[ApplicationSetting
         declaration=declaration,
         endpoint=Endpoint(listener_id, spec.kind, options),
         sources=sources,
-        notes=_not_yet_honoured(declaration, options),
+        notes=_not_yet_honoured(declaration, options, sources),
     )
 
 
@@ -119,13 +119,24 @@ def source_of(resolved: ResolvedListener, path: str) -> str:
     return "default"
 
 
-def _not_yet_honoured(declaration: Declaration, options: ListenerOptions) -> tuple[str, ...]:
+def uses_idempotency(resolved: ResolvedListener) -> bool:
+    """Whether the listener declares an idempotency key or sets idempotency options."""
+    return resolved.declaration.spec.idempotency_key is not None or any(
+        path.startswith("idempotency") for path in resolved.sources
+    )
+
+
+def _not_yet_honoured(
+    declaration: Declaration, options: ListenerOptions, sources: Mapping[str, str]
+) -> tuple[str, ...]:
     notes = []
     if declaration.spec.idempotency_key is not None:
         notes.append(
             "idempotency_key is declared but not honoured yet: duplicates are NOT skipped "
             "(idempotency stores are planned)"
         )
+    elif any(path.startswith("idempotency") for path in sources):
+        notes.append("idempotency options are set but not honoured yet (idempotency stores are planned)")
     if options.retry.mode == "non-blocking":
         notes.append(
             "retry.mode non-blocking is not honoured yet: retries run blocking, in place "

@@ -7,7 +7,7 @@ container's ``settings_model``.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Literal
 from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
@@ -29,9 +29,6 @@ class KafkaSettings(Section):
     """``listeners.kafka``: where Kafka listeners and the Kafka publisher connect."""
 
     bootstrap_servers: str | list[str] = MEMORY_URL
-    client_id: str = "listeners"
-    consumer: dict[str, Any] = Field(default_factory=dict)
-    producer: dict[str, Any] = Field(default_factory=dict)
 
     @property
     def embedded(self) -> bool:
@@ -68,16 +65,13 @@ class ExecutorSettings(Section):
 
 
 class IdempotencySettings(Section):
-    """``listeners.idempotency``: the store used by listeners with an ``idempotency_key``."""
+    """``listeners.idempotency``: the store for listeners with an ``idempotency_key`` (not honoured yet)."""
 
     store: StoreName = "sqlite"
-    sqlite_path: str = ".listeners/idempotency.sqlite3"
-    redis_url: SecretStr | None = None
-    postgres_dsn: SecretStr | None = None
 
 
 class TracingSettings(Section):
-    """``listeners.tracing``: OpenTelemetry tracing of sends and handled messages."""
+    """``listeners.tracing``: OpenTelemetry tracing of sends and handled messages (not honoured yet)."""
 
     enabled: bool = False
     exporter: Literal["none", "console", "otlp"] = "none"

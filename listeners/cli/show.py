@@ -6,9 +6,10 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 
 from listeners.durations import format_duration
-from listeners.spec import KAFKA_ONLY, RABBIT_ONLY
+from listeners.spec import KAFKA_ONLY, RABBIT_ONLY, TransportKind
+from listeners.transport.registry import transport_available
 from starter.application import Plan
-from starter.resolve import ResolvedListener, source_of
+from starter.resolve import ResolvedListener, source_of, uses_idempotency
 
 DURATION_FIELDS = frozenset({"delay", "max_delay", "ttl", "lease"})
 
@@ -20,8 +21,8 @@ def render_plan(plan: Plan) -> str:
     lines = [
         f"profiles: {', '.join(loaded.profiles) or '(none)'}",
         f"config files: {', '.join(str(path) for path in loaded.files) or '(none)'}",
-        f"kafka: {settings.kafka.display()}" + (" (embedded)" if settings.kafka.embedded else ""),
-        f"rabbit: {settings.rabbit.display()}" + (" (embedded)" if settings.rabbit.embedded else ""),
+        f"kafka: {settings.kafka.display()}{_transport_note('kafka', settings.kafka.embedded)}",
+        f"rabbit: {settings.rabbit.display()}{_transport_note('rabbit', settings.rabbit.embedded)}",
         f"shutdown_timeout: {format_duration(settings.shutdown_timeout)}",
     ]
     if settings.tracing.enabled:
@@ -35,10 +36,19 @@ def render_plan(plan: Plan) -> str:
     return "\n".join(lines)
 
 
+def _transport_note(kind: TransportKind, embedded: bool) -> str:
+    if embedded:
+        return " (embedded)"
+    name = "aiokafka" if kind == "kafka" else "aio-pika"
+    return "" if transport_available(kind, name) else f" (the {name} transport is not part of this version)"
+
+
 def _listener_lines(resolved: ResolvedListener) -> Iterator[str]:
     declaration = resolved.declaration
     yield f"{resolved.listener_id}  [{resolved.endpoint.kind}]  {declaration.spec.handler_name}"
-    hidden = RABBIT_ONLY if resolved.endpoint.kind == "kafka" else KAFKA_ONLY
+    hidden = set(RABBIT_ONLY if resolved.endpoint.kind == "kafka" else KAFKA_ONLY)
+    if not uses_idempotency(resolved):
+        hidden.add("idempotency")
     rows = [
         (path, _format(path, value), source_of(resolved, path))
         for path, value in _flatten(resolved.endpoint.options.model_dump())

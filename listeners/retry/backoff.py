@@ -31,7 +31,11 @@ class BackOffPolicy:
     def delay(self, failed_attempts: int) -> float:
         """Seconds to wait after ``failed_attempts`` (>= 1) failures."""
         exponent = max(0, failed_attempts - 1)
-        base = min(self.maximum, self.initial * self.multiplier**exponent)
+        try:
+            grown = self.initial * self.multiplier**exponent
+        except OverflowError:  # after ~1000 doublings; the cap applies long before
+            grown = self.maximum
+        base = min(self.maximum, grown)
         if self.jitter and base > 0:
             base *= 1.0 + self.jitter * (2.0 * self.rng.random() - 1.0)
         return max(0.0, min(self.maximum, base))

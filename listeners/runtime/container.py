@@ -56,7 +56,7 @@ class ListenerContainer:
         self._at_most_once = endpoint.options.ack_mode == "at_most_once"
         self._capacity = endpoint.options.max_in_flight
         self._subscription: Subscription | None = None
-        self._pending: set[Delivery] = set()
+        self._pending: dict[Delivery, None] = {}  # insertion-ordered: releases go in arrival order
         self._started: set[Delivery] = set()
         self._lanes: dict[Hashable, deque[Delivery]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
@@ -118,7 +118,7 @@ class ListenerContainer:
         if self._stopping.is_set():
             await self._release(delivery, "listener stopping")
             return
-        self._pending.add(delivery)
+        self._pending[delivery] = None
         lane = self._lane_of(delivery.message)
         if lane is None:
             self._started.add(delivery)
@@ -181,14 +181,14 @@ class ListenerContainer:
 
     async def _handle(self, delivery: Delivery) -> None:
         if self._at_most_once:
-            if not await self._settle(delivery, Ack(), record=False):
+            if await self._settle(delivery, Ack(), record=False):
+                self.stats.record(await self._attempt(delivery.message))
+                await self._finish(delivery)
                 return
-            self.stats.record(await self._attempt(delivery.message))
+        elif await self._settle(delivery, await self._run(delivery)):
             await self._finish(delivery)
             return
-        outcome = await self._run(delivery)
-        if await self._settle(delivery, outcome):
-            await self._finish(delivery)
+        await self._release(delivery, "listener stopping before the broker confirmed the settle")
 
     async def _run(self, delivery: Delivery) -> Outcome:
         while True:
@@ -268,7 +268,7 @@ class ListenerContainer:
         return not self._stopping.is_set()
 
     async def _finish(self, delivery: Delivery) -> None:
-        self._pending.discard(delivery)
+        self._pending.pop(delivery, None)
         self._started.discard(delivery)
         if len(self._pending) < self._capacity:
             self._space.set()

@@ -25,6 +25,8 @@ class PartitionOffsets:
         """Record that ``offset`` was handed to the listener. Offsets must be started in order."""
         if self._started and offset <= self._started[-1]:
             raise ValueError(f"offset {offset} started out of order after {self._started[-1]}")
+        if offset < self.committable:
+            raise ValueError(f"offset {offset} is before the committable position {self.committable}")
         if not self._started:
             # Skipped offsets (compaction, control records) need no completion of their own.
             self.committable = max(self.committable, offset)

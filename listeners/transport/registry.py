@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib
+import importlib.util
 import logging
 from collections.abc import Callable, Mapping
 
@@ -44,6 +45,17 @@ def load_transport_class(kind: TransportKind, name: str) -> Callable[..., Transp
         ) from None
     transport_class: Callable[..., Transport] = getattr(module, attribute)
     return transport_class
+
+
+def transport_available(kind: TransportKind, name: str) -> bool:
+    """Whether the transport ``(kind, name)`` can be imported, without importing it."""
+    target = IMPLEMENTATIONS.get((kind, name))
+    if target is None:
+        return False
+    try:
+        return importlib.util.find_spec(target.partition(":")[0]) is not None
+    except ModuleNotFoundError:
+        return False
 
 
 class TransportRegistry:

@@ -20,16 +20,19 @@ class PaymentGatewayTimeout(TimeoutError):
 
 
 class Billing:
-    """Prices orders. Every ``flaky_every``-th call times out once, to show a retry in the demo."""
+    """Prices orders. Every ``flaky_every``-th order times out once, to show a retry in the demo."""
 
     def __init__(self, flaky_every: int = 0) -> None:
         self._flaky_every = flaky_every
-        self._calls = 0
+        self._orders = 0
+        self._timed_out: set[str] = set()
 
     def charge(self, order: OrderPlaced) -> PaymentRequested:
-        self._calls += 1
-        if self._flaky_every and self._calls % self._flaky_every == 0:
-            raise PaymentGatewayTimeout(f"payment gateway timed out pricing {order.order_id}")
+        if order.order_id not in self._timed_out:
+            self._orders += 1
+            if self._flaky_every and self._orders % self._flaky_every == 0:
+                self._timed_out.add(order.order_id)
+                raise PaymentGatewayTimeout(f"payment gateway timed out pricing {order.order_id}")
         amount = sum((line.unit_price * line.quantity for line in order.lines), Decimal(0))
         if amount <= 0:
             raise InvalidOrder(f"order {order.order_id} has nothing to bill")

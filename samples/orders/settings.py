@@ -19,7 +19,7 @@ class DemoSettings(Section):
 class OrdersSection(Section):
     """``orders``."""
 
-    flaky_every: int = Field(default=0, ge=0, description="every n-th billing call times out once")
+    flaky_every: int = Field(default=0, ge=0, description="every n-th order times out once in billing")
     demo: DemoSettings = DemoSettings()
 
 
