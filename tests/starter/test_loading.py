@@ -91,21 +91,21 @@ def test_default_config_dir_is_config_under_cwd(tmp_path: Path, monkeypatch: pyt
 def test_os_environ_is_not_read_when_an_environ_is_given(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("LISTENERS__KAFKA__CLIENT_ID", "leaked")
+    monkeypatch.setenv("LISTENERS__LOGGING__LEVEL", "ERROR")
     monkeypatch.setenv("LISTENERS__MEMORY__PARTITIONS", "not-a-number")
 
     loaded = load(tmp_path, environ={})
 
-    assert loaded.settings.listeners.kafka.client_id == "listeners"
+    assert loaded.settings.listeners.logging.level == "INFO"
     assert loaded.settings.listeners.memory.partitions == 3
 
 
 def test_os_environ_is_read_by_default(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("LISTENERS__KAFKA__CLIENT_ID", "from-os")
+    monkeypatch.setenv("LISTENERS__LOGGING__LEVEL", "DEBUG")
 
     loaded = load_settings(ApplicationSettings, LaunchOptions(tmp_path))
 
-    assert loaded.settings.listeners.kafka.client_id == "from-os"
+    assert loaded.settings.listeners.logging.level == "DEBUG"
 
 
 def test_layers_merge_in_precedence_order(tmp_path: Path) -> None:
@@ -114,10 +114,10 @@ def test_layers_merge_in_precedence_order(tmp_path: Path) -> None:
         "application.yaml",
         """
         listeners:
-          kafka: {bootstrap_servers: ["a:9092", "b:9092"], client_id: from-file}
+          kafka: {bootstrap_servers: ["a:9092", "b:9092"]}
+          logging: {level: WARNING}
           memory: {partitions: 2}
-          tracing: {enabled: true, service_name: billing}
-          idempotency: {redis_url: "redis://base"}
+          tracing: {enabled: true, service_name: billing, endpoint: "http://collector:4318"}
         """,
     )
     first = write(
@@ -127,23 +127,22 @@ def test_layers_merge_in_precedence_order(tmp_path: Path) -> None:
         listeners:
           kafka: {bootstrap_servers: ["c:9092"]}
           memory: {partitions: 5}
-          tracing: {service_name: first}
-          idempotency: {redis_url: null}
+          tracing: {service_name: first, endpoint: null}
         """,
     )
     second = write(tmp_path, "application-second.yml", "listeners: {memory: {partitions: 6}}")
-    environ = {"LISTENERS__KAFKA__CLIENT_ID": "from-env", "LISTENERS__TRACING__SERVICE_NAME": "env"}
+    environ = {"LISTENERS__LOGGING__LEVEL": "ERROR", "LISTENERS__TRACING__SERVICE_NAME": "env"}
     overrides = {"listeners.tracing.service_name": "override"}
 
     loaded = load(tmp_path, environ=environ, profiles=("first", "second"), overrides=overrides)
 
     listeners = loaded.settings.listeners
     assert listeners.kafka.bootstrap_servers == ["c:9092"]  # lists replace, they do not concatenate
-    assert listeners.kafka.client_id == "from-env"
+    assert listeners.logging.level == "ERROR"
     assert listeners.memory.partitions == 6  # the later profile wins
     assert listeners.tracing.enabled is True  # a sibling from the lowest layer survives
     assert listeners.tracing.service_name == "override"
-    assert listeners.idempotency.redis_url is None  # null is a value
+    assert listeners.tracing.endpoint is None  # null is a value
     assert loaded.files == (base, first, second)
     assert loaded.profiles == ("first", "second")
 
@@ -151,19 +150,19 @@ def test_layers_merge_in_precedence_order(tmp_path: Path) -> None:
 def test_provenance_names_the_layer_that_set_each_key(tmp_path: Path) -> None:
     base = write(tmp_path, "application.yaml", "listeners: {memory: {partitions: 2}, tracing: {enabled: 1}}")
     profile = write(tmp_path, "application-local.yaml", "listeners: {memory: {partitions: 5}}")
-    environ = {"LISTENERS__KAFKA__CLIENT_ID": "env-client"}
+    environ = {"LISTENERS__LOGGING__LEVEL": "DEBUG"}
     overrides = {"listeners.kafka.bootstrap_servers": "localhost:9092"}
 
     provenance = load(tmp_path, environ=environ, profiles=("local",), overrides=overrides).provenance
 
     assert provenance.source_of(["listeners", "tracing", "enabled"]) == Source("file", str(base))
     assert provenance.source_of(["listeners", "memory", "partitions"]) == Source("file", str(profile))
-    env = Source("env", "LISTENERS__KAFKA__CLIENT_ID")
-    assert provenance.source_of(["listeners", "kafka", "client_id"]) == env
+    env = Source("env", "LISTENERS__LOGGING__LEVEL")
+    assert provenance.source_of(["listeners", "logging", "level"]) == env
     assert provenance.source_of(["listeners", "kafka", "bootstrap_servers"]) == Source(
         "override", "listeners.kafka.bootstrap_servers"
     )
-    assert provenance.source_of(["listeners", "logging", "level"]) == Source("default")
+    assert provenance.source_of(["listeners", "shutdown_timeout"]) == Source("default")
     assert provenance.source_of(["listeners", "tracing", "exporter"]) == Source("default")
 
 
@@ -275,13 +274,13 @@ def test_type_error_from_env_names_the_variable(tmp_path: Path) -> None:
 
 
 def test_invalid_env_json_names_the_variable(tmp_path: Path) -> None:
-    environ = {"LISTENERS__KAFKA__CLIENT_ID": "ok", "LISTENERS__KAFKA__CONSUMER": "{not json"}
+    environ = {"LISTENERS__LOGGING__LEVEL": "DEBUG", "LISTENERS__LISTENER": "{not json"}
 
     message = load_error(ApplicationSettings, tmp_path, environ)
 
     assert message.splitlines() == [
         "invalid configuration",
-        "env LISTENERS__KAFKA__CONSUMER: not valid JSON for a nested setting",
+        "env LISTENERS__LISTENER: not valid JSON for a nested setting",
     ]
 
 
@@ -406,3 +405,11 @@ def test_subclass_sections_load_and_reject_unknown_keys(tmp_path: Path) -> None:
         f"file {path}: orders.topik: unknown key (did you mean 'topic'?)",
         f"file {path}: ordres: unknown key (did you mean 'orders'?)",
     ]
+
+
+def test_a_key_given_twice_in_one_file_is_an_error_with_its_line(tmp_path: Path) -> None:
+    path = write(tmp_path, "application.yaml", "listeners:\n  memory: {partitions: 2}\n  memory: {partitions: 3}\n")
+
+    message = load_error(ApplicationSettings, tmp_path)
+
+    assert message == f"invalid YAML in {path} at line 3, column 3: duplicate key 'memory'"

@@ -1,0 +1,272 @@
+"""ListenerContainer rules that the transports rely on, seen through a recording settler.
+
+The contract suites cover the same container end to end on the embedded broker; these tests pin the
+cases a real broker cannot easily be made to produce on demand (a dead-letter publish that fails, a
+pipeline step that raises, the order of ack and handler in at-most-once mode).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any
+
+from listeners import ManualClock, Message
+from listeners.message import Headers
+from listeners.outcome import ACK, DeadLetter, Defer, Outcome, Retry
+from listeners.retry.backoff import BackOffPolicy
+from listeners.runtime.container import ListenerContainer
+from listeners.spec import ListenerOptions
+from listeners.transport.base import Delivery, DeliverySink, Endpoint, Envelope, PublishReceipt
+
+
+class RecordingSettler:
+    def __init__(self, events: list[str], failing_dead_letters: int = 0) -> None:
+        self.events = events
+        self.failing_dead_letters = failing_dead_letters
+
+    async def ack(self, delivery: Delivery) -> None:
+        self.events.append(f"ack {delivery.message.offset}")
+
+    async def release(self, delivery: Delivery) -> None:
+        self.events.append(f"release {delivery.message.offset}")
+
+    async def dead_letter(self, delivery: Delivery, error: BaseException) -> None:
+        if self.failing_dead_letters:
+            self.failing_dead_letters -= 1
+            self.events.append(f"dead-letter failed {delivery.message.offset}")
+            raise ConnectionError("dead-letter topic unavailable")
+        self.events.append(f"dead-letter {delivery.message.offset}")
+
+    async def retry_later(
+        self, delivery: Delivery, delay: float, next_attempt: int, error: BaseException
+    ) -> None:
+        self.events.append(f"retry-later {delivery.message.offset} in {delay}")
+
+
+class IdleSubscription:
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+    def describe(self) -> str:
+        return "test"
+
+
+class IdleTransport:
+    kind = "kafka"
+    name = "test"
+
+    async def start(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+    async def publish(self, envelope: Envelope) -> PublishReceipt:
+        raise NotImplementedError
+
+    def subscribe(self, endpoint: Endpoint, sink: DeliverySink) -> IdleSubscription:
+        return IdleSubscription()
+
+    def describe(self) -> str:
+        return "test"
+
+
+def delivery(offset: int, settler: RecordingSettler, partition: int = 0) -> Delivery:
+    msg = Message(
+        body=b"{}",
+        headers=Headers(),
+        destination="t",
+        listener_id="l",
+        transport="kafka",
+        partition=partition,
+        offset=offset,
+    )
+    return Delivery(msg, settler)
+
+
+async def started(
+    pipeline: Callable[[Message], Any], clock: ManualClock, **options: Any
+) -> ListenerContainer:
+    endpoint = Endpoint("l", "kafka", ListenerOptions(topics=("t",), ordering="partition", **options))
+    container = ListenerContainer(
+        endpoint,
+        pipeline,
+        IdleTransport(),  # type: ignore[arg-type]
+        clock,
+        settle_backoff=BackOffPolicy(initial=1.0, multiplier=2.0, maximum=8.0),
+    )
+    await container.start()
+    return container
+
+
+async def settled(container: ListenerContainer) -> None:
+    """Wait (a bounded number of loop turns) until every accepted delivery is settled."""
+    for _ in range(1000):
+        if container.in_flight == 0:
+            return
+        await asyncio.sleep(0)
+    raise AssertionError(f"{container.in_flight} deliveries still in flight")
+
+
+async def sleeping(clock: ManualClock, count: int = 1) -> None:
+    """Wait (a bounded number of loop turns) until ``count`` waits are registered on the clock."""
+    for _ in range(1000):
+        if clock.pending == count:
+            return
+        await asyncio.sleep(0)
+    raise AssertionError(f"expected {count} sleeper(s) on the clock, found {clock.pending}")
+
+
+async def test_failed_dead_letter_publish_leaves_the_message_unsettled_and_backs_off() -> None:
+    clock = ManualClock()
+    events: list[str] = []
+    settler = RecordingSettler(events, failing_dead_letters=2)
+
+    async def pipeline(message: Message) -> Outcome:
+        return DeadLetter(ValueError("poison"))
+
+    container = await started(pipeline, clock)
+    await container.submit(delivery(0, settler))
+    await sleeping(clock)
+    assert events == ["dead-letter failed 0"]
+    assert container.in_flight == 1, "the source must stay unsettled while the dead letter is unpublished"
+    await clock.advance(0.99)
+    assert events == ["dead-letter failed 0"], "no tight loop: the next try waits for the back-off"
+    await clock.advance(0.01)
+    await sleeping(clock)
+    assert events == ["dead-letter failed 0", "dead-letter failed 0"]
+    await clock.advance(2.0)
+    await settled(container)
+    assert events == ["dead-letter failed 0", "dead-letter failed 0", "dead-letter 0"]
+    assert container.stats.dead_lettered == 1
+    assert container.in_flight == 0
+    await container.stop(1)
+
+
+async def test_stop_during_a_failing_settle_releases_instead_of_waiting() -> None:
+    clock = ManualClock()
+    events: list[str] = []
+    settler = RecordingSettler(events, failing_dead_letters=100)
+
+    async def pipeline(message: Message) -> Outcome:
+        return DeadLetter(ValueError("poison"))
+
+    container = await started(pipeline, clock)
+    await container.submit(delivery(3, settler))
+    await sleeping(clock)
+    assert await container.stop(5) is True
+    assert events == ["dead-letter failed 3", "release 3"]
+    assert container.stats.released == 1
+
+
+async def test_blocking_retry_and_defer_run_again_in_place_without_settling_in_between() -> None:
+    clock = ManualClock()
+    events: list[str] = []
+    outcomes: list[Outcome] = [Retry(2.0, 2, RuntimeError("x")), Defer(5.0, "busy"), ACK]
+    attempts: list[int] = []
+
+    async def pipeline(message: Message) -> Outcome:
+        attempts.append(message.attempt)
+        return outcomes.pop(0)
+
+    container = await started(pipeline, clock)
+    await container.submit(delivery(0, RecordingSettler(events)))
+    await sleeping(clock)
+    await clock.advance(2.0)
+    await sleeping(clock)
+    await clock.advance(5.0)
+    await settled(container)
+    assert attempts == [1, 2, 2], "a deferral runs again without counting an attempt"
+    assert events == ["ack 0"]
+    assert (container.stats.retried, container.stats.processed) == (1, 1)
+    await container.stop(1)
+
+
+async def test_non_blocking_retry_is_handed_to_the_transport() -> None:
+    events: list[str] = []
+
+    async def pipeline(message: Message) -> Outcome:
+        return Retry(3.0, 2, RuntimeError("x"), blocking=False)
+
+    container = await started(pipeline, ManualClock())
+    await container.submit(delivery(4, RecordingSettler(events)))
+    await settled(container)
+    assert events == ["retry-later 4 in 3.0"]
+    await container.stop(1)
+
+
+async def test_at_most_once_acknowledges_before_the_handler_runs() -> None:
+    events: list[str] = []
+
+    async def pipeline(message: Message) -> Outcome:
+        events.append(f"handler {message.offset}")
+        return ACK
+
+    container = await started(pipeline, ManualClock(), ack_mode="at_most_once")
+    await container.submit(delivery(1, RecordingSettler(events)))
+    await settled(container)
+    assert events == ["ack 1", "handler 1"]
+    await container.stop(1)
+
+
+async def test_an_exception_escaping_the_pipeline_dead_letters_the_message() -> None:
+    events: list[str] = []
+
+    async def pipeline(message: Message) -> Outcome:
+        raise RuntimeError("interceptor bug")
+
+    container = await started(pipeline, ManualClock())
+    await container.submit(delivery(2, RecordingSettler(events)))
+    await settled(container)
+    assert events == ["dead-letter 2"]
+    await container.stop(1)
+
+
+async def test_drain_releases_queued_deliveries_and_waits_for_started_ones() -> None:
+    events: list[str] = []
+    settler = RecordingSettler(events)
+    gate = asyncio.Event()
+
+    async def pipeline(message: Message) -> Outcome:
+        events.append(f"handler {message.offset}")
+        await gate.wait()
+        return ACK
+
+    container = await started(pipeline, ManualClock())
+    for offset in range(3):
+        await container.submit(delivery(offset, settler, partition=0))
+    await container.submit(delivery(10, settler, partition=1))
+    await asyncio.sleep(0)
+    assert sorted(events) == ["handler 0", "handler 10"]
+    draining = asyncio.ensure_future(container.drain(lambda message: message.partition == 0, 5))
+    await asyncio.sleep(0)
+    assert events[-2:] == ["release 1", "release 2"], "queued records of the partition are released at once"
+    assert not draining.done(), "the started record of the partition is still running"
+    gate.set()
+    assert await draining is True
+    assert "ack 0" in events
+    await container.stop(1)
+
+
+async def test_submit_waits_at_the_in_flight_bound() -> None:
+    gate = asyncio.Event()
+
+    async def pipeline(message: Message) -> Outcome:
+        await gate.wait()
+        return ACK
+
+    container = await started(pipeline, ManualClock(), max_in_flight=2)
+    settler = RecordingSettler([])
+    await container.submit(delivery(0, settler))
+    await container.submit(delivery(1, settler))
+    assert not container.has_capacity()
+    third = asyncio.ensure_future(container.submit(delivery(2, settler)))
+    await asyncio.sleep(0)
+    assert not third.done()
+    gate.set()
+    await third
+    await settled(container)
+    assert container.stats.processed == 3
+    await container.stop(1)
