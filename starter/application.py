@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
+from collections.abc import Awaitable, Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import Any
@@ -20,7 +21,6 @@ from listeners.clock import Clock
 from listeners.codec import Codec
 from listeners.discovery import discover, modules_needing_wiring
 from listeners.exceptions import StartupError
-from listeners.memory import MemoryBroker
 from listeners.retry.interceptor import ErrorHandler
 from listeners.runtime.container import ListenerContainer
 from listeners.runtime.forwarding import Forwarder
@@ -47,7 +47,8 @@ class Plan:
 def plan(container: Any) -> Plan:
     """Load settings and resolve every listener without connecting or instantiating anything."""
     loaded: LoadedSettings[ApplicationSettings] = container.loaded_settings()
-    return Plan(loaded, resolve_listeners(discover(container), loaded))
+    listeners = resolve_listeners(discover(container), loaded)
+    return Plan(loaded, sorted(listeners, key=lambda resolved: resolved.listener_id))
 
 
 class ListenersApplication:
@@ -107,27 +108,28 @@ class ListenersApplication:
         return await self._shutdown(timeout, summary=self._started)
 
     async def _shutdown(self, timeout: float, *, summary: bool) -> bool:
+        """Stop listeners, then transports, the embedded broker, the pool and the user's resources.
+
+        Every step runs even if an earlier one failed; failures are logged, never raised, so neither
+        the summary lines nor a startup error that led here are lost.
+        """
         results = await asyncio.gather(*(listener.stop(timeout) for listener in self.listeners.values()))
-        if self._plan is not None:  # settings loaded, so the providers below can be built
-            registry: TransportRegistry = self.container.transports()
-            await registry.close()
-            broker: MemoryBroker = self.container.memory_broker()
-            await broker.close()
-            executor: Executor = self.container.executor()
-            executor.shutdown(wait=False, cancel_futures=True)
-        shutdown = self.container.shutdown_resources()
-        if inspect.isawaitable(shutdown):
-            await shutdown
         if summary:
             for listener_id, listener in self.listeners.items():
                 log.info("listener %s stopped: %s", listener_id, listener.stats.summary())
+        if self._plan is not None:  # settings loaded, so the providers below can be built
+            await _logged("closing the transports", self.container.transports().close())
+            await _logged("closing the embedded broker", self.container.memory_broker().close())
+            executor: Executor = self.container.executor()
+            executor.shutdown(wait=False, cancel_futures=True)
+        await _logged(
+            "shutting down the container's resources", _maybe_await(self.container.shutdown_resources)
+        )
         self._started = False
         return all(results)
 
     async def _start_resources(self) -> None:
-        started = self.container.init_resources()
-        if inspect.isawaitable(started):
-            await started
+        await _maybe_await(self.container.init_resources)
 
     async def _connect(self, registry: TransportRegistry, kind: str) -> None:
         try:
@@ -164,6 +166,20 @@ class ListenersApplication:
         registry: TransportRegistry = self.container.transports()
         clock: Clock = self.container.clock()
         return resolved, ListenerContainer(resolved.endpoint, pipeline, registry.get(spec.kind), clock)
+
+
+async def _maybe_await(call: Callable[[], Any]) -> None:
+    """Call a dependency-injector method that returns an awaitable only when async resources exist."""
+    result = call()
+    if inspect.isawaitable(result):
+        await result
+
+
+async def _logged(what: str, step: Awaitable[None]) -> None:
+    try:
+        await step
+    except Exception as error:
+        log.error("%s failed: %s: %s", what, type(error).__name__, error, exc_info=error)
 
 
 def _error_handling_options(options: ListenerOptions) -> ListenerOptions:

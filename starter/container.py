@@ -22,6 +22,9 @@ from listeners.transport.registry import TransportRegistry, load_transport_class
 from starter.loading import LaunchOptions, LoadedSettings, load_settings
 from starter.settings import ApplicationSettings
 
+HANDLER_THREAD_PREFIX = "listeners-handler"
+"""Name prefix of the threads that run sync handlers."""
+
 
 def _settings_of(loaded: LoadedSettings[ApplicationSettings]) -> ApplicationSettings:
     return loaded.settings
@@ -73,7 +76,7 @@ class ListenersContainer(containers.DeclarativeContainer):
     executor = providers.Singleton(
         ThreadPoolExecutor,
         max_workers=settings.provided.listeners.executor.max_workers,
-        thread_name_prefix="listeners-handler",
+        thread_name_prefix=HANDLER_THREAD_PREFIX,
     )
     interceptors = providers.List()
     idempotency_store: providers.Provider[Any] = providers.Object(None)

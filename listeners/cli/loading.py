@@ -55,7 +55,10 @@ def _cause(error: BaseException) -> str:
 def _as_container(value: Any, target: str) -> Any:
     is_factory = callable(value) and not _is_container(value) and not inspect.isclass(value)
     if _is_container_class(value) or is_factory:
-        value = value()
+        try:
+            value = value()
+        except Exception as error:
+            raise StartupError(f"{target}: creating the container failed: {_cause(error)}") from error
     if not _is_container(value):
         raise StartupError(f"{target} is {type(value).__name__}, not a dependency-injector container")
     if "loaded_settings" not in value.providers:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +14,7 @@ import click
 from dependency_injector import providers
 
 from listeners.exceptions import ListenersError
+from starter.container import HANDLER_THREAD_PREFIX
 
 LOG_FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
 LEVELS = click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False)
@@ -56,7 +59,9 @@ def run(
     container = _prepare(target, profiles, config_dir, app_dir)
     if log_level is None:
         logging.getLogger().setLevel(container.settings().listeners.logging.level)
-    sys.exit(asyncio.run(serve(container)))
+    code = asyncio.run(serve(container))
+    _exit_without_waiting_for_abandoned_handlers(code)
+    sys.exit(code)
 
 
 @cli.command(name="list")
@@ -89,6 +94,23 @@ def _prepare(target: str, profiles: tuple[str, ...], config_dir: str | None, app
     except ListenersError as error:
         _exit(error)
     return container
+
+
+def _exit_without_waiting_for_abandoned_handlers(code: int) -> None:
+    """Exit now if sync handlers outlived the shutdown timeout.
+
+    Their messages were released uncommitted already; the interpreter would otherwise join the pool's
+    threads at exit and hang for as long as the handlers do.
+    """
+    stuck = [t for t in threading.enumerate() if t.name.startswith(HANDLER_THREAD_PREFIX) and t.is_alive()]
+    if any(thread.is_alive() for thread in stuck):
+        logging.getLogger("listeners").warning(
+            "%d sync handler(s) still running after the shutdown timeout; exiting without them", len(stuck)
+        )
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
 
 
 def _exit(error: ListenersError) -> None:

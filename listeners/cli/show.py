@@ -55,7 +55,10 @@ def _listener_lines(resolved: ResolvedListener) -> Iterator[str]:
         if path.split(".")[0] not in hidden
     ]
     if resolved.endpoint.kind == "kafka" and resolved.endpoint.options.group_id is None:
-        rows = [(p, resolved.endpoint.group_id if p == "group_id" else v, s) for p, v, s in rows]
+        rows = [
+            (p, v, s) if p != "group_id" else (p, resolved.endpoint.group_id, "default (the id)")
+            for p, v, s in rows
+        ]
     if declaration.forward is not None:
         rows.append(("send_to", declaration.forward.describe(), "decorator"))
     if declaration.spec.idempotency_key is not None:

@@ -36,8 +36,12 @@ async def publish_orders(publisher: KafkaPublisher, settings: DemoSettings) -> N
     numbers = itertools.count(1) if settings.count == 0 else range(1, settings.count + 1)
     for number in numbers:
         order = make_order(number, rng)
-        receipt = await publisher.send("orders", order, key=order.customer_id)
-        log.info("published order %s to %s[%s]", order.order_id, receipt.destination, receipt.partition)
+        try:
+            receipt = await publisher.send("orders", order, key=order.customer_id)
+        except Exception as error:  # a demo keeps going; a real producer would retry or alert
+            log.error("could not publish order %s: %s", order.order_id, error)
+        else:
+            log.info("published order %s to %s[%s]", order.order_id, receipt.destination, receipt.partition)
         await asyncio.sleep(settings.interval)
 
 
