@@ -1,0 +1,1 @@
+"""Small applications started by the CLI tests through ``listeners run`` / ``listeners list``."""

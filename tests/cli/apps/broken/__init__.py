@@ -1,0 +1,1 @@
+"""An app module that fails at import."""

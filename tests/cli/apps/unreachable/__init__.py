@@ -1,0 +1,1 @@
+"""An app whose Kafka broker cannot be reached (``localhost:9``): startup must fail cleanly."""
