@@ -408,7 +408,8 @@ def test_subclass_sections_load_and_reject_unknown_keys(tmp_path: Path) -> None:
 
 
 def test_a_key_given_twice_in_one_file_is_an_error_with_its_line(tmp_path: Path) -> None:
-    path = write(tmp_path, "application.yaml", "listeners:\n  memory: {partitions: 2}\n  memory: {partitions: 3}\n")
+    text = "listeners:\n  memory: {partitions: 2}\n  memory: {partitions: 3}\n"
+    path = write(tmp_path, "application.yaml", text)
 
     message = load_error(ApplicationSettings, tmp_path)
 
