@@ -87,6 +87,8 @@ class ListenersApplication:
             registry: TransportRegistry = self.container.transports()
             for kind in sorted({resolved.endpoint.kind for resolved in self._plan.listeners}):
                 await self._connect(registry, kind)
+            for resolved in self._plan.listeners:
+                await registry.get(resolved.endpoint.kind).declare(resolved.endpoint)
             built = [await self._build(resolved) for resolved in self._plan.listeners]
             for resolved, listener in built:
                 self.listeners[resolved.listener_id] = listener

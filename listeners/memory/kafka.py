@@ -68,6 +68,10 @@ class MemoryKafkaTransport:
         record = append()
         return PublishReceipt(record.topic, record.partition, record.offset)
 
+    async def declare(self, endpoint: Endpoint) -> None:
+        for topic in endpoint.sources:
+            self.broker.log.create_topic(topic)
+
     def subscribe(self, endpoint: Endpoint, sink: DeliverySink) -> MemoryKafkaSubscription:
         return MemoryKafkaSubscription(self, endpoint, sink)
 
@@ -99,8 +103,7 @@ class MemoryKafkaSubscription:
         return f"topics={','.join(self._endpoint.sources)} group={self._endpoint.group_id}"
 
     async def start(self) -> None:
-        for topic in self._endpoint.sources:
-            self._transport.broker.log.create_topic(topic)
+        await self._transport.declare(self._endpoint)
         for member in self._members:
             await member.start()
 

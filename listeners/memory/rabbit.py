@@ -66,15 +66,25 @@ class MemoryRabbitTransport:
             amqp.publish(message)
         return PublishReceipt(envelope.destination)
 
+    async def declare(self, endpoint: Endpoint) -> None:
+        options = endpoint.options
+        amqp = self.broker.amqp
+        amqp.declare_queue(options.queue or "")
+        if options.exchange is not None:
+            amqp.declare_exchange(options.exchange, options.exchange_type)
+            for key in binding_keys(endpoint):
+                amqp.bind(options.queue or "", options.exchange, key)
+
     def subscribe(self, endpoint: Endpoint, sink: DeliverySink) -> MemoryRabbitSubscription:
-        return MemoryRabbitSubscription(self.broker, endpoint, sink)
+        return MemoryRabbitSubscription(self, endpoint, sink)
 
 
 class MemoryRabbitSubscription:
     """A listener's consumers on one embedded queue; the settler of their deliveries."""
 
-    def __init__(self, broker: MemoryBroker, endpoint: Endpoint, sink: DeliverySink) -> None:
-        self._broker = broker
+    def __init__(self, transport: MemoryRabbitTransport, endpoint: Endpoint, sink: DeliverySink) -> None:
+        self._transport = transport
+        self._broker = transport.broker
         self._endpoint = endpoint
         self._sink = sink
         self._queue = endpoint.options.queue or ""
@@ -89,15 +99,10 @@ class MemoryRabbitSubscription:
         return f"queue={self._queue} exchange={options.exchange}({options.exchange_type}) routing_key={keys}"
 
     async def start(self) -> None:
+        await self._transport.declare(self._endpoint)
         options = self._endpoint.options
-        amqp = self._broker.amqp
-        amqp.declare_queue(self._queue)
-        if options.exchange is not None:
-            amqp.declare_exchange(options.exchange, options.exchange_type)
-            for key in binding_keys(self._endpoint):
-                amqp.bind(self._queue, options.exchange, key)
         for _ in range(options.concurrency):
-            consumer = amqp.consume(self._queue, options.prefetch)
+            consumer = self._broker.amqp.consume(self._queue, options.prefetch)
             self._consumers.append(consumer)
             self._tasks.append(asyncio.ensure_future(self._consume(consumer)))
 

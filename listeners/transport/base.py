@@ -152,6 +152,14 @@ class Transport(Protocol):
         """Publish and return once the broker confirmed it."""
         ...
 
+    async def declare(self, endpoint: Endpoint) -> None:
+        """Create what ``endpoint`` consumes from (topics; queues, exchanges, bindings).
+
+        Called for every listener before any listener starts, so a handler that forwards to another
+        listener's exchange or topic never finds it missing.
+        """
+        ...
+
     def subscribe(self, endpoint: Endpoint, sink: DeliverySink) -> Subscription:
         """A subscription for the listener described by ``endpoint``; not started."""
         ...

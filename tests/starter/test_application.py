@@ -247,3 +247,36 @@ async def test_startup_and_shutdown_are_logged_per_listener_with_what_is_not_hon
     assert "listener logged: idempotency_key is declared but not honoured yet" in "\n".join(messages)
     assert "listener logged: retry.mode non-blocking is not honoured yet" in "\n".join(messages)
     assert any(m.startswith("listener logged stopped: processed=1 failed=0") for m in messages)
+
+
+async def test_topology_of_every_listener_exists_before_any_listener_consumes() -> None:
+    """A forward to an exchange that a later-starting listener binds must not fail on the first message."""
+
+    class Pipeline:
+        received: list[str] = []
+
+        @kafka_listener("topology-in", id="a_forwarder")
+        @send_to(exchange="topology-x", routing_key="item")
+        async def forward(self, item: str) -> str:
+            return item
+
+        @rabbit_listener(
+            "topology-q", id="z_sink", exchange="topology-x", routing_key="item", auto_startup=False
+        )
+        async def receive(self, item: str) -> None:
+            self.received.append(item)
+
+    async def publish_before_listeners_start(publisher: Any) -> AsyncIterator[None]:
+        await publisher.send("topology-in", "early")
+        yield None
+
+    class Container(ListenersContainer):
+        pipeline = providers.Singleton(Pipeline)
+        early = providers.Resource(publish_before_listeners_start, ListenersContainer.kafka_publisher)
+
+    async with running(Container()) as app:
+        # The sink is not even started: its queue and binding were declared with everyone else's.
+        await app.wait_for(lambda: app.stats("a_forwarder").processed == 1)
+        assert app.stats("a_forwarder").failed == 0
+        await app.app.listener("z_sink").start()
+        await app.wait_for(lambda: Pipeline.received == ["early"])

@@ -66,6 +66,8 @@ class IdleTransport:
     async def publish(self, envelope: Envelope) -> PublishReceipt:
         raise NotImplementedError
 
+    async def declare(self, endpoint: Endpoint) -> None: ...
+
     def subscribe(self, endpoint: Endpoint, sink: DeliverySink) -> IdleSubscription:
         return IdleSubscription()
 
