@@ -7,6 +7,7 @@ import logging
 import os
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,8 @@ from listeners.exceptions import ListenersError
 from starter.container import HANDLER_THREAD_PREFIX
 
 LOG_FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
+IDLE_WORKER_EXIT = 1.0
+"""Seconds idle handler threads get to leave after the pool is shut down."""
 LEVELS = click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False)
 
 
@@ -102,8 +105,12 @@ def _exit_without_waiting_for_abandoned_handlers(code: int) -> None:
     Their messages were released uncommitted already; the interpreter would otherwise join the pool's
     threads at exit and hang for as long as the handlers do.
     """
-    stuck = [t for t in threading.enumerate() if t.name.startswith(HANDLER_THREAD_PREFIX) and t.is_alive()]
-    if any(thread.is_alive() for thread in stuck):
+    workers = [t for t in threading.enumerate() if t.name.startswith(HANDLER_THREAD_PREFIX)]
+    deadline = time.monotonic() + IDLE_WORKER_EXIT
+    for worker in workers:  # idle workers leave at once after the pool's shutdown; busy ones do not
+        worker.join(max(0.0, deadline - time.monotonic()))
+    stuck = [worker for worker in workers if worker.is_alive()]
+    if stuck:
         logging.getLogger("listeners").warning(
             "%d sync handler(s) still running after the shutdown timeout; exiting without them", len(stuck)
         )
