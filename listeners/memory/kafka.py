@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 from dataclasses import dataclass
 
@@ -26,6 +27,8 @@ from listeners.transport.base import Delivery, DeliverySink, Endpoint, Envelope,
 log = logging.getLogger("listeners.memory")
 
 FETCH_BATCH = 100
+_MEMBER_NUMBERS = itertools.count(1)
+"""Member ids are unique in the process, as the broker makes them unique in a group."""
 
 
 class MemoryKafkaTransport:
@@ -95,8 +98,8 @@ class MemoryKafkaSubscription:
         self._endpoint = endpoint
         self._group = transport.broker.log.group(endpoint.group_id)
         self._members = [
-            _Member(f"{endpoint.listener_id}-{index}", transport, endpoint, self._group, sink)
-            for index in range(endpoint.options.concurrency)
+            _Member(f"{endpoint.listener_id}-{next(_MEMBER_NUMBERS)}", transport, endpoint, self._group, sink)
+            for _ in range(endpoint.options.concurrency)
         ]
 
     def describe(self) -> str:
