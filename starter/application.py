@@ -1,10 +1,10 @@
 """The application lifespan: configure, discover, connect, consume, drain.
 
 ``start`` does everything that can fail before the first message is consumed, in this order:
-settings (invalid config stops here, before anything connects), discovery and resolution, handler
-binding and signature checks, the user's container resources, transports, then listeners. ``stop``
-drains every listener concurrently within ``listeners.shutdown_timeout`` and logs one summary line
-per listener.
+settings (invalid config stops here, before anything connects), discovery and resolution, the user's
+container resources, transports, every listener's topology, handler binding and signature checks,
+then the listeners. ``stop`` drains every listener concurrently within ``listeners.shutdown_timeout``
+and logs one summary line per listener.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from listeners.runtime.forwarding import Forwarder
 from listeners.runtime.invoker import Invoker
 from listeners.runtime.parameters import plan_parameters
 from listeners.runtime.pipeline import Interceptor, build_pipeline
-from listeners.spec import ListenerOptions, Retry
+from listeners.spec import ListenerOptions, Retry, TransportKind
 from listeners.transport.registry import TransportRegistry
 from starter.loading import LoadedSettings
 from starter.resolve import ResolvedListener, resolve_listeners
@@ -133,18 +133,17 @@ class ListenersApplication:
     async def _start_resources(self) -> None:
         await _maybe_await(self.container.init_resources)
 
-    async def _connect(self, registry: TransportRegistry, kind: str) -> None:
+    async def _connect(self, registry: TransportRegistry, kind: TransportKind) -> None:
         try:
-            await registry.started(kind)  # type: ignore[arg-type]
+            await registry.started(kind)
         except Exception as error:
             raise StartupError(f"cannot start the {kind} transport: {error}") from error
 
     async def _build(self, resolved: ResolvedListener) -> tuple[ResolvedListener, ListenerContainer]:
         declaration = resolved.declaration
         spec = declaration.spec
-        where = f"listener {resolved.listener_id} ({spec.handler_name})"
         handler = await declaration.bind()
-        plan_ = plan_parameters(handler, where)
+        parameters = plan_parameters(handler, f"listener {resolved.listener_id} ({spec.handler_name})")
         forward = None
         if declaration.forward is not None:
             forward = Forwarder(
@@ -157,7 +156,7 @@ class ListenersApplication:
         invoker = Invoker(
             listener_id=resolved.listener_id,
             handler=handler,
-            plan=plan_,
+            plan=parameters,
             codec=codec,
             executor=self.container.executor(),
             forward=forward,

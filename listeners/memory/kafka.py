@@ -28,7 +28,8 @@ log = logging.getLogger("listeners.memory")
 
 FETCH_BATCH = 100
 _MEMBER_NUMBERS = itertools.count(1)
-"""Member ids are unique in the process, as the broker makes them unique in a group."""
+"""Member ids are unique in the process, as the broker makes them unique in a group; zero-padded so
+that range assignment, which sorts by id, gives the later partitions to later members."""
 
 
 class MemoryKafkaTransport:
@@ -98,7 +99,9 @@ class MemoryKafkaSubscription:
         self._endpoint = endpoint
         self._group = transport.broker.log.group(endpoint.group_id)
         self._members = [
-            _Member(f"{endpoint.listener_id}-{next(_MEMBER_NUMBERS)}", transport, endpoint, self._group, sink)
+            _Member(
+                f"{endpoint.listener_id}-{next(_MEMBER_NUMBERS):06d}", transport, endpoint, self._group, sink
+            )
             for _ in range(endpoint.options.concurrency)
         ]
 

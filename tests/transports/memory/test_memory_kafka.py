@@ -68,7 +68,8 @@ async def test_a_group_splits_partitions_and_commits_every_finished_record() -> 
         for n in range(80):
             await one.kafka.send(topic, str(n), key=str(n))
         await one.wait_for(lambda: len(first.seen) + len(second.seen) == 80)
-        assert first.seen and second.seen, "both members got partitions"
+        assert first.seen, "both members got partitions"
+        assert second.seen, "both members got partitions"
         assert {p for p, _, _ in first.seen}.isdisjoint({p for p, _, _ in second.seen})
         await one.wait_for(lambda: committed(broker, "shared", topic) == ends(broker, topic))
     assert sorted(int(text) for _, _, text in first.seen + second.seen) == list(range(80))
@@ -103,26 +104,30 @@ async def test_latest_offset_reset_skips_what_was_published_before_the_group_exi
 
 async def test_rebalance_waits_for_in_flight_records_and_commits_them_before_handing_over() -> None:
     topic = unique("rebalance")
-    broker = MemoryBroker(partitions=1)
+    broker = MemoryBroker(partitions=2)
     first = recorder(topic, group_id="handover")
     first.gate = asyncio.Event()
     second = recorder(topic, group_id="handover")
     async with running(app_on(broker, handlers=first)) as one:
-        await one.kafka.send(topic, "in-flight")
+        await one.kafka.send(topic, "in-flight", partition=1)
         await first.entered.wait()
-        # The newcomer's join revokes the only partition from the first member, which must finish first.
-        joining = asyncio.ensure_future(running(app_on(broker, handlers=second)).__aenter__())
-        await asyncio.sleep(0)
-        assert not joining.done(), "the rebalance must wait for the in-flight record"
+        # The newcomer's join revokes partition 1 from the first member, which must finish it first.
+        newcomer = running(app_on(broker, handlers=second))
+        joining = asyncio.ensure_future(newcomer.__aenter__())
+        for _ in range(50):
+            await asyncio.sleep(0)
+        joined_early = joining.done()
         first.gate.set()
-        two = await joining
+        await joining
         try:
-            await one.kafka.send(topic, "after-handover")
-            await one.wait_for(lambda: len(first.seen) + len(second.seen) == 2)
+            assert not joined_early, "the rebalance must wait for the in-flight record"
+            assert broker.log.group("handover").committed((topic, 1)) == 1, "committed before handing over"
+            await one.kafka.send(topic, "after-handover", partition=1)
+            await one.wait_for(lambda: len(second.seen) == 1)
         finally:
-            await two.app.stop()
-    texts = [text for _, _, text in first.seen + second.seen]
-    assert sorted(texts) == ["after-handover", "in-flight"], "nothing lost, nothing handled twice"
+            await newcomer.__aexit__(None, None, None)
+    assert [text for _, _, text in first.seen] == ["in-flight"]
+    assert [text for _, _, text in second.seen] == ["after-handover"], "nothing lost, nothing handled twice"
 
 
 async def test_delayed_send_appears_only_when_due() -> None:

@@ -1,0 +1,1 @@
+"""A package wired as a whole: discovery walks its modules."""
