@@ -18,7 +18,8 @@ of its class (``retryable``), refined per listener by the retry configuration.
     └── TransportError              a broker operation failed (retryable unless stated)
         ├── BrokerUnavailableError  cannot connect / connection lost
         ├── PublishError            a publish was not confirmed
-        │   └── UnroutableError     a publish reached no queue (fatal for that publish)
+        │   ├── UnroutableError     a publish reached no queue (fatal for that publish)
+        │   └── MessageTooLargeError  the broker refuses a message this size (fatal)
         └── TransportUnavailableError  no transport implementation for this URL (fatal)
 """
 
@@ -86,6 +87,12 @@ class PublishError(TransportError):
 
 class UnroutableError(PublishError):
     """A mandatory publish was returned by the broker: no queue is bound for it."""
+
+    retryable = False
+
+
+class MessageTooLargeError(PublishError):
+    """The broker refuses a message of this size; sending it again cannot succeed."""
 
     retryable = False
 

@@ -1,10 +1,10 @@
 """The application lifespan: configure, discover, connect, consume, drain.
 
 ``start`` does everything that can fail before the first message is consumed, in this order:
-settings (invalid config stops here, before anything connects), discovery and resolution, the user's
-container resources, transports, every listener's topology, handler binding and signature checks,
-then the listeners. ``stop`` drains every listener concurrently within ``listeners.shutdown_timeout``
-and logs one summary line per listener.
+settings (invalid config stops here, before anything connects), discovery and resolution, the
+transports the listeners use, the user's container resources, every listener's topology, handler
+binding and signature checks, then the listeners. ``stop`` drains every listener concurrently within
+``listeners.shutdown_timeout`` and logs one summary line per listener.
 """
 
 from __future__ import annotations
@@ -83,10 +83,10 @@ class ListenersApplication:
         if self._plan.loaded.settings.listeners.tracing.enabled:
             log.warning("listeners.tracing.enabled is set but tracing is not honoured yet (it is planned)")
         try:
-            await self._start_resources()
             registry: TransportRegistry = self.container.transports()
             for kind in sorted({resolved.endpoint.kind for resolved in self._plan.listeners}):
                 await self._connect(registry, kind)
+            await self._start_resources()
             for resolved in self._plan.listeners:
                 await registry.get(resolved.endpoint.kind).declare(resolved.endpoint)
             built = [await self._build(resolved) for resolved in self._plan.listeners]

@@ -34,7 +34,7 @@ def create_kafka_transport(settings: ApplicationSettings, broker: MemoryBroker) 
     """The embedded broker for ``memory://``, else the aiokafka transport."""
     kafka = settings.listeners.kafka
     if kafka.embedded:
-        return MemoryKafkaTransport(broker, revoke_timeout=settings.listeners.shutdown_timeout)
+        return MemoryKafkaTransport(broker, revoke_timeout=kafka.revoke_timeout)
     return load_transport_class("kafka", "aiokafka")(kafka)
 
 

@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from listeners.durations import Duration
+from listeners.kafka.config import KafkaConfig
 from listeners.spec import ListenerOptions, StoreName
 
 MEMORY_URL = "memory://"
@@ -23,20 +24,6 @@ class Section(BaseModel):
     """Base of settings sections: unknown keys are errors."""
 
     model_config = ConfigDict(extra="forbid")
-
-
-class KafkaSettings(Section):
-    """``listeners.kafka``: where Kafka listeners and the Kafka publisher connect."""
-
-    bootstrap_servers: str | list[str] = MEMORY_URL
-
-    @property
-    def embedded(self) -> bool:
-        return self.bootstrap_servers == MEMORY_URL
-
-    def display(self) -> str:
-        servers = self.bootstrap_servers
-        return servers if isinstance(servers, str) else ",".join(servers)
 
 
 class RabbitSettings(Section):
@@ -89,7 +76,7 @@ class LoggingSettings(Section):
 class ListenersSettings(Section):
     """The ``listeners:`` section."""
 
-    kafka: KafkaSettings = KafkaSettings()
+    kafka: KafkaConfig = KafkaConfig()
     rabbit: RabbitSettings = RabbitSettings()
     memory: MemorySettings = MemorySettings()
     defaults: ListenerOptions = ListenerOptions()

@@ -11,6 +11,7 @@ release the rest uncommitted, then let the subscription make its final commit.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections import deque
 from collections.abc import Callable, Coroutine, Hashable
@@ -110,6 +111,14 @@ class ListenerContainer:
 
     def has_capacity(self) -> bool:
         return len(self._pending) < self._capacity
+
+    async def wait_capacity(self, timeout: float) -> bool:
+        if self.has_capacity() or self._stopping.is_set():
+            return self.has_capacity()
+        self._space.clear()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._space.wait(), timeout)
+        return self.has_capacity()
 
     async def submit(self, delivery: Delivery) -> None:
         while len(self._pending) >= self._capacity and not self._stopping.is_set():

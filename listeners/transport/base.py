@@ -109,6 +109,10 @@ class DeliverySink(Protocol):
         """Whether :meth:`submit` would accept a delivery without waiting."""
         ...
 
+    async def wait_capacity(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` seconds for room; True if there is room now."""
+        ...
+
     async def drain(self, matches: Callable[[Message], bool], timeout: float) -> bool:
         """Wait until no matching delivery is in flight; False if ``timeout`` passed first."""
         ...

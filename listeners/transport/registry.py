@@ -21,7 +21,7 @@ log = logging.getLogger("listeners.transport")
 IMPLEMENTATIONS: Mapping[tuple[TransportKind, str], str] = {
     ("kafka", "memory"): "listeners.memory:MemoryKafkaTransport",
     ("rabbit", "memory"): "listeners.memory:MemoryRabbitTransport",
-    ("kafka", "aiokafka"): "listeners.kafka:KafkaTransport",
+    ("kafka", "aiokafka"): "listeners.kafka.transport:KafkaTransport",
     ("rabbit", "aio-pika"): "listeners.rabbit:RabbitTransport",
 }
 

@@ -1,19 +1,29 @@
-"""Per-transport configuration of the contract suites: how to declare, publish and read dead letters.
+"""Per-transport configuration of the contract suites: how to run an app, publish, read dead letters.
 
 A suite is written once against this interface; ``class TestX(SomeConfig, SomeSuite)`` runs it on
-one transport. The Kafka and RabbitMQ transports add their own configs next to these.
+one transport. Every app a test runs goes to the same broker (one embedded broker per test, or the
+run's real broker), so a test can stop an app and start another to see what was committed.
 """
 
 from __future__ import annotations
 
+import asyncio
 import uuid
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from listeners import Headers, Message, kafka_listener, rabbit_listener
+import pytest
+from dependency_injector import providers
+
+from listeners import Clock, Headers, Message, kafka_listener, rabbit_listener
+from listeners.memory import MemoryBroker
 from listeners.spec import TransportKind
-from listeners.testing import TestApp
+from listeners.testing import TestApp, running
+from tests.contract.harness import container_for
+from tests.support.brokers import KafkaBroker
+from tests.support.kafka_tools import read_topic
 
 
 @dataclass(frozen=True)
@@ -32,7 +42,27 @@ class TransportConfig:
 
     kind: ClassVar[TransportKind]
     has_keys: ClassVar[bool]
-    overrides: ClassVar[dict[str, Any]] = {}
+
+    def overrides(self) -> dict[str, Any]:
+        return {}
+
+    def single_partition(self) -> dict[str, Any]:
+        """Overrides under which new topics get one partition."""
+        return {}
+
+    def prepare(self, container: Any, clock: Clock | None) -> None:
+        """Point a test's container at the shared broker."""
+
+    @asynccontextmanager
+    async def run(
+        self, *handlers: Any, overrides: dict[str, Any] | None = None, clock: Clock | None = None
+    ) -> AsyncIterator[TestApp]:
+        container = container_for(*handlers)
+        self.prepare(container, clock)
+        async with running(
+            container, overrides={**self.overrides(), **(overrides or {})}, clock=clock
+        ) as app:
+            yield app
 
     def listener(self, source: str, **options: Any) -> Callable[[Any], Any]:
         raise NotImplementedError
@@ -48,8 +78,21 @@ class TransportConfig:
     ) -> None:
         raise NotImplementedError
 
-    def dead_letters(self, app: TestApp, source: str) -> list[DeadLetterView]:
+    async def dead_letters(self, app: TestApp, source: str) -> list[DeadLetterView]:
         raise NotImplementedError
+
+    async def wait_dead_letters(
+        self, app: TestApp, source: str, count: int, timeout: float = 10
+    ) -> list[DeadLetterView]:
+        deadline = asyncio.get_running_loop().time() + timeout
+        while True:
+            found = await self.dead_letters(app, source)
+            if len(found) >= count or asyncio.get_running_loop().time() > deadline:
+                assert len(found) == count, (
+                    f"expected {count} dead letter(s) for {source}, found {len(found)}"
+                )
+                return found
+            await asyncio.sleep(0.02)
 
     def check_location(self, message: Message, source: str) -> None:
         """Assert the transport-specific fields of a message consumed from ``source``."""
@@ -61,7 +104,25 @@ class TransportConfig:
         raise NotImplementedError
 
 
-class MemoryKafkaConfig(TransportConfig):
+class _Embedded(TransportConfig):
+    """One embedded broker per test, shared by every app the test runs."""
+
+    _broker: MemoryBroker | None = None
+
+    @pytest.fixture(autouse=True)
+    def _fresh_broker(self) -> None:
+        self._broker = None
+
+    def single_partition(self) -> dict[str, Any]:
+        return {"listeners.memory.partitions": 1}
+
+    def prepare(self, container: Any, clock: Clock | None) -> None:
+        if self._broker is None:
+            self._broker = MemoryBroker(clock)
+        container.memory_broker.override(providers.Object(self._broker))
+
+
+class _KafkaChecks(TransportConfig):
     kind = "kafka"
     has_keys = True
 
@@ -78,9 +139,6 @@ class MemoryKafkaConfig(TransportConfig):
         headers: dict[str, str] | None = None,
     ) -> None:
         await app.kafka.send(source, value, key=key, headers=headers)
-
-    def dead_letters(self, app: TestApp, source: str) -> list[DeadLetterView]:
-        return [DeadLetterView(r.value, Headers(r.headers), r.key) for r in app.topic(f"{source}-dlt")]
 
     def check_location(self, message: Message, source: str) -> None:
         assert message.transport == "kafka"
@@ -102,7 +160,32 @@ class MemoryKafkaConfig(TransportConfig):
         assert b"Traceback" in headers["kafka_dlt-exception-stacktrace"]
 
 
-class MemoryRabbitConfig(TransportConfig):
+class MemoryKafkaConfig(_Embedded, _KafkaChecks):
+    async def dead_letters(self, app: TestApp, source: str) -> list[DeadLetterView]:
+        return [DeadLetterView(r.value, Headers(r.headers), r.key) for r in app.topic(f"{source}-dlt")]
+
+
+class KafkaConfig(_KafkaChecks):
+    """The real Kafka transport, on the run's Kafka-protocol broker."""
+
+    broker: KafkaBroker
+
+    @pytest.fixture(autouse=True)
+    def _broker(self, kafka: KafkaBroker) -> None:
+        self.broker = kafka
+
+    def overrides(self) -> dict[str, Any]:
+        return self.broker.overrides()
+
+    def single_partition(self) -> dict[str, Any]:
+        return {"listeners.kafka.provisioning.partitions": 1}
+
+    async def dead_letters(self, app: TestApp, source: str) -> list[DeadLetterView]:
+        records = await read_topic(self.broker.bootstrap, f"{source}-dlt")
+        return [DeadLetterView(r.value or b"", Headers(tuple(r.headers)), r.key) for r in records]
+
+
+class MemoryRabbitConfig(_Embedded):
     kind = "rabbit"
     has_keys = False
 
@@ -120,7 +203,7 @@ class MemoryRabbitConfig(TransportConfig):
     ) -> None:
         await app.rabbit.publish("", source, value, headers=headers)
 
-    def dead_letters(self, app: TestApp, source: str) -> list[DeadLetterView]:
+    async def dead_letters(self, app: TestApp, source: str) -> list[DeadLetterView]:
         return [DeadLetterView(m.body, Headers(m.headers), None) for m in app.queue(f"{source}.dlq")]
 
     def check_location(self, message: Message, source: str) -> None:

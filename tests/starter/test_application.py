@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import socket
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -192,7 +193,34 @@ async def test_config_for_an_unknown_listener_id_is_an_error_naming_the_known_id
         await ListenersApplication(container).start()
 
 
-async def test_a_real_broker_url_without_its_transport_fails_startup_clearly() -> None:
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+async def test_an_unreachable_broker_fails_startup_before_user_resources_start() -> None:
+    events: list[str] = []
+
+    async def resource() -> AsyncIterator[None]:
+        events.append("resource started")
+        yield None
+
+    class Container(ListenersContainer):
+        recorder = providers.Singleton(Recorder)
+        background = providers.Resource(resource)
+
+    container = Container()
+    address = f"127.0.0.1:{free_port()}"
+    container.launch.override(launch(**{"listeners.kafka.bootstrap_servers": address}))
+    with pytest.raises(
+        StartupError, match=f"cannot start the kafka transport: connecting to Kafka at {address}"
+    ):
+        await ListenersApplication(container).start()
+    assert events == []
+
+
+async def test_resources_started_before_a_startup_failure_are_shut_down_again() -> None:
     events: list[str] = []
 
     async def resource() -> AsyncIterator[None]:
@@ -200,18 +228,19 @@ async def test_a_real_broker_url_without_its_transport_fails_startup_clearly() -
         yield None
         events.append("resource stopped")
 
+    class BrokenRecorder(Recorder):
+        def __init__(self) -> None:
+            raise RuntimeError("cannot build the listener object")
+
     class Container(ListenersContainer):
-        recorder = providers.Singleton(Recorder)
+        recorder = providers.Singleton(BrokenRecorder)
         background = providers.Resource(resource)
 
     container = Container()
-    container.launch.override(launch(**{"listeners.kafka.bootstrap_servers": "localhost:9092"}))
-    app = ListenersApplication(container)
-    with pytest.raises(
-        StartupError, match="cannot start the kafka transport: the kafka transport 'aiokafka'"
-    ):
-        await app.start()
-    assert events == ["resource started", "resource stopped"], "resources started are shut down again"
+    container.launch.override(launch())
+    with pytest.raises(RuntimeError, match="cannot build the listener object"):
+        await ListenersApplication(container).start()
+    assert events == ["resource started", "resource stopped"]
 
 
 async def test_listener_methods_without_a_provider_are_reported() -> None:

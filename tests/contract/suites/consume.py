@@ -8,9 +8,7 @@ from typing import Annotated
 from pydantic import BaseModel
 
 from listeners import Header, Message, send_to
-from listeners.testing import running
 from tests.contract.configs import TransportConfig, unique
-from tests.contract.harness import container_for
 
 
 class Order(BaseModel):
@@ -30,7 +28,7 @@ class ConsumeSuite(TransportConfig):
                 self.received.append((order, message))
 
         handlers = Handlers()
-        async with running(container_for(handlers)) as app:
+        async with self.run(handlers) as app:
             await self.publish(
                 app, source, Order(order_id="o-1", amount=5), key="k-1", headers={"x-trace": "t"}
             )
@@ -56,7 +54,7 @@ class ConsumeSuite(TransportConfig):
                 self.seen.append(number)
 
         handlers = Handlers()
-        async with running(container_for(handlers)) as app:
+        async with self.run(handlers) as app:
             for number in range(60):
                 await self.publish(app, source, number, key=str(number % 7))
             await app.wait_for(lambda: len(handlers.seen) >= 60)
@@ -74,7 +72,7 @@ class ConsumeSuite(TransportConfig):
                 self.threads.append(threading.current_thread().name)
 
         handlers = Handlers()
-        async with running(container_for(handlers)) as app:
+        async with self.run(handlers) as app:
             await self.publish(app, source, "hello")
             await app.wait_for(lambda: len(handlers.threads) == 1)
         assert handlers.threads[0].startswith("listeners-handler")
@@ -96,7 +94,7 @@ class ConsumeSuite(TransportConfig):
                 self.values.append((request_id, priority))
 
         handlers = Handlers()
-        async with running(container_for(handlers)) as app:
+        async with self.run(handlers) as app:
             await self.publish(app, source, b"a", headers={"x-request-id": "r-1", "x-priority": "7"})
             await self.publish(app, source, b"b", headers={"x-request-id": "r-2"})
             await app.wait_for(lambda: len(handlers.values) == 2)
@@ -118,7 +116,7 @@ class ConsumeSuite(TransportConfig):
                 self.forwarded.append(order)
 
         handlers = Handlers()
-        async with running(container_for(handlers)) as app:
+        async with self.run(handlers) as app:
             await self.publish(app, source, Order(order_id="o-2", amount=21))
             await app.wait_for(lambda: len(handlers.forwarded) == 1)
             assert app.stats("doubler").processed == 1

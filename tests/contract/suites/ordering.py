@@ -6,9 +6,7 @@ import asyncio
 from collections import defaultdict
 
 from listeners import Message
-from listeners.testing import running
 from tests.contract.configs import TransportConfig, unique
-from tests.contract.harness import container_for
 
 
 class OrderingSuite(TransportConfig):
@@ -25,7 +23,7 @@ class OrderingSuite(TransportConfig):
                 self.seen.append(number)
 
         handlers = Handlers()
-        async with running(container_for(handlers)) as app:
+        async with self.run(handlers) as app:
             for number in range(40):
                 await self.publish(app, source, number, key="one-key")
             await app.wait_for(lambda: len(handlers.seen) == 40)
@@ -55,7 +53,7 @@ class OrderingSuite(TransportConfig):
 
         handlers = Handlers()
         keys = ["a", "b", "c", "d"]
-        async with running(container_for(handlers), overrides={"listeners.memory.partitions": 1}) as app:
+        async with self.run(handlers, overrides=self.single_partition()) as app:
             for number in range(25):
                 for key in keys:
                     await self.publish(app, source, number, key=key)
@@ -80,7 +78,7 @@ class OrderingSuite(TransportConfig):
                 running_now -= 1
                 type(self).done += 1
 
-        async with running(container_for(Handlers())) as app:
+        async with self.run(Handlers()) as app:
             for number in range(10):
                 await self.publish(app, source, number)
             await app.wait_for(lambda: running_now == 3)

@@ -5,9 +5,7 @@ from __future__ import annotations
 from pydantic import BaseModel
 
 from listeners import ManualClock, Message, MessageDecodeError, RejectMessage, Retry, RetryLater
-from listeners.testing import running
 from tests.contract.configs import TransportConfig, unique
-from tests.contract.harness import container_for
 
 NO_JITTER = {"delay": 1.0, "multiplier": 2.0, "jitter": 0.0}
 
@@ -35,7 +33,7 @@ class RetrySuite(TransportConfig):
                     raise Flaky("first try fails")
 
         handlers = Handlers()
-        async with running(container_for(handlers), clock=clock) as app:
+        async with self.run(handlers, clock=clock) as app:
             await self.publish(app, source, Payment(payment_id="p-1"))
             await app.wait_for(lambda: handlers.attempts == [1] and clock.pending == 1)
             await clock.advance(0.999)
@@ -43,7 +41,7 @@ class RetrySuite(TransportConfig):
             await clock.advance(0.001)
             await app.wait_for(lambda: app.stats("flaky").processed == 1)
             assert app.stats("flaky").retried == 1
-            assert self.dead_letters(app, source) == []
+            assert await self.dead_letters(app, source) == []
         assert handlers.attempts == [1, 2]
 
     async def test_exhausted_retries_dead_letter_the_original_with_diagnostics(self) -> None:
@@ -58,17 +56,16 @@ class RetrySuite(TransportConfig):
                 type(self).calls += 1
                 raise Flaky(f"failure {self.calls}")
 
-        async with running(container_for(Handlers()), clock=clock) as app:
+        async with self.run(Handlers(), clock=clock) as app:
             await self.publish(
                 app, source, Payment(payment_id="p-2"), key="key-2", headers={"x-origin": "test"}
             )
             for expected_calls, delay in ((1, 1.0), (2, 2.0)):
                 await app.wait_for(lambda n=expected_calls: Handlers.calls == n and clock.pending == 1)
                 await clock.advance(delay)
-            await app.wait_for(lambda: len(self.dead_letters(app, source)) == 1)
+            [dead] = await self.wait_dead_letters(app, source, 1)
             stats = app.stats("exhaust")
             assert (stats.failed, stats.retried, stats.dead_lettered, stats.processed) == (3, 2, 1, 0)
-            [dead] = self.dead_letters(app, source)
         assert Handlers.calls == 3
         assert Payment.model_validate_json(dead.body) == Payment(payment_id="p-2")
         assert dead.headers["x-origin"] == b"test"
@@ -87,10 +84,9 @@ class RetrySuite(TransportConfig):
                 type(self).calls += 1
                 raise ValueError("bad amount")
 
-        async with running(container_for(Handlers())) as app:
+        async with self.run(Handlers()) as app:
             await self.publish(app, source, Payment(payment_id="p-3"))
-            await app.wait_for(lambda: len(self.dead_letters(app, source)) == 1)
-            [dead] = self.dead_letters(app, source)
+            [dead] = await self.wait_dead_letters(app, source, 1)
         assert Handlers.calls == 1
         self.check_dead_letter_headers(dead, source, ValueError, "bad amount")
 
@@ -105,10 +101,9 @@ class RetrySuite(TransportConfig):
                 type(self).calls += 1
 
         poison = b'{"payment_id": 42, "unterminated'
-        async with running(container_for(Handlers())) as app:
+        async with self.run(Handlers()) as app:
             await self.publish(app, source, poison)
-            await app.wait_for(lambda: len(self.dead_letters(app, source)) == 1)
-            [dead] = self.dead_letters(app, source)
+            [dead] = await self.wait_dead_letters(app, source, 1)
             assert app.stats("poison").failed == 1
         assert Handlers.calls == 0
         assert dead.body == poison
@@ -128,7 +123,7 @@ class RetrySuite(TransportConfig):
                     raise RetryLater("not yet", delay=5.0)
 
         handlers = Handlers()
-        async with running(container_for(handlers), clock=clock) as app:
+        async with self.run(handlers, clock=clock) as app:
             await self.publish(app, source, Payment(payment_id="p-4"))
             await app.wait_for(lambda: clock.pending == 1)
             await clock.advance(4.9)
@@ -147,9 +142,9 @@ class RetrySuite(TransportConfig):
                 type(self).calls += 1
                 raise RejectMessage("unknown customer")
 
-        async with running(container_for(Handlers())) as app:
+        async with self.run(Handlers()) as app:
             await self.publish(app, source, Payment(payment_id="p-5"))
-            await app.wait_for(lambda: len(self.dead_letters(app, source)) == 1)
+            await self.wait_dead_letters(app, source, 1)
         assert Handlers.calls == 1
 
     async def test_disabled_dead_letter_discards_after_retries_and_moves_on(self) -> None:
@@ -171,10 +166,10 @@ class RetrySuite(TransportConfig):
                 self.handled.append(payment.payment_id)
 
         handlers = Handlers()
-        async with running(container_for(handlers)) as app:
+        async with self.run(handlers) as app:
             await self.publish(app, source, Payment(payment_id="bad"), key="same")
             await self.publish(app, source, Payment(payment_id="good"), key="same")
             await app.wait_for(lambda: handlers.handled == ["good"])
             stats = app.stats("discard")
             assert (stats.discarded, stats.processed, stats.dead_lettered) == (1, 1, 0)
-            assert self.dead_letters(app, source) == []
+            assert await self.dead_letters(app, source) == []

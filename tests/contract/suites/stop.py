@@ -4,12 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from dependency_injector import providers
-
-from listeners.memory import MemoryBroker
-from listeners.testing import running
 from tests.contract.configs import TransportConfig, unique
-from tests.contract.harness import container_for
 
 
 class StopSuite(TransportConfig):
@@ -28,10 +23,7 @@ class StopSuite(TransportConfig):
                 self.finished.append(number)
 
         handlers = Handlers()
-        broker = MemoryBroker()
-        first = container_for(handlers)
-        first.memory_broker.override(providers.Object(broker))
-        async with running(first) as app:
+        async with self.run(handlers) as app:
             await self.publish(app, source, 1)
             await started.wait()
             stopping = asyncio.ensure_future(app.app.stop())
@@ -41,9 +33,7 @@ class StopSuite(TransportConfig):
             assert await stopping is True
         assert handlers.finished == [1]
         again = Handlers()
-        second = container_for(again)
-        second.memory_broker.override(providers.Object(broker))
-        async with running(second) as app:
+        async with self.run(again) as app:
             await self.publish(app, source, 2)
             await app.wait_for(lambda: 2 in again.finished)
         assert again.finished == [2], "a settled message was delivered again"
@@ -58,10 +48,7 @@ class StopSuite(TransportConfig):
                 started.set()
                 await asyncio.Event().wait()
 
-        broker = MemoryBroker()
-        first = container_for(Stuck())
-        first.memory_broker.override(providers.Object(broker))
-        async with running(first, overrides={"listeners.shutdown_timeout": "50ms"}) as app:
+        async with self.run(Stuck(), overrides={"listeners.shutdown_timeout": "50ms"}) as app:
             await self.publish(app, source, 7)
             await started.wait()
             assert await app.app.stop() is False
@@ -76,7 +63,5 @@ class StopSuite(TransportConfig):
                 self.seen.append(number)
 
         healthy = Healthy()
-        second = container_for(healthy)
-        second.memory_broker.override(providers.Object(broker))
-        async with running(second) as app:
+        async with self.run(healthy) as app:
             await app.wait_for(lambda: healthy.seen == [7])

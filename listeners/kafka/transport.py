@@ -1,0 +1,170 @@
+"""KafkaTransport: a confirmed-publish producer, topic provisioning, and consumer workers per listener."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import TopicAlreadyExistsError
+
+from listeners.deadletter.naming import kafka_dead_letter_topic
+from listeners.exceptions import TransportError, TransportUnavailableError
+from listeners.kafka.clients import common_options, consumer_options, producer_options
+from listeners.kafka.config import KafkaConfig
+from listeners.kafka.errors import translate
+from listeners.kafka.worker import ConsumerWorker
+from listeners.spec import TransportKind
+from listeners.transport.base import DeliverySink, Endpoint, Envelope, PublishReceipt
+
+log = logging.getLogger("listeners.kafka")
+
+
+class KafkaTransport:
+    """The Kafka transport on aiokafka (``listeners.kafka.bootstrap_servers`` is a real broker)."""
+
+    kind: TransportKind = "kafka"
+    name = "aiokafka"
+
+    def __init__(self, config: KafkaConfig) -> None:
+        self.config = config
+        self._producer: AIOKafkaProducer | None = None
+        producer_options(config)  # pass-through options are checked now, before anything connects
+
+    def describe(self) -> str:
+        return self.config.display()
+
+    async def start(self) -> None:
+        producer = AIOKafkaProducer(**producer_options(self.config))
+        try:
+            await producer.start()
+        except Exception as error:
+            await producer.stop()
+            raise translate(error, f"connecting to Kafka at {self.describe()}") from error
+        self._producer = producer
+
+    async def close(self) -> None:
+        if self._producer is not None:
+            producer, self._producer = self._producer, None
+            await producer.stop()
+
+    # publishing -----------------------------------------------------------------------------------
+
+    async def publish(self, envelope: Envelope) -> PublishReceipt:
+        [receipt] = await self.publish_many([envelope])
+        return receipt
+
+    async def publish_many(self, envelopes: list[Envelope]) -> list[PublishReceipt]:
+        """Send all, then await every confirmation together (the producer batches them)."""
+        producer = self._started_producer()
+        futures = []
+        for envelope in envelopes:
+            if envelope.delay:
+                raise TransportUnavailableError("delayed sends on Kafka are not available yet")
+            try:
+                futures.append(
+                    await producer.send(
+                        envelope.destination,
+                        envelope.body,
+                        key=envelope.key,
+                        partition=envelope.partition,
+                        headers=list(envelope.headers),
+                    )
+                )
+            except Exception as error:
+                raise translate(error, f"send to {envelope.destination}") from error
+        receipts = []
+        for envelope, future in zip(envelopes, futures, strict=True):
+            try:
+                metadata = await future
+            except Exception as error:
+                raise translate(error, f"send to {envelope.destination}") from error
+            receipts.append(PublishReceipt(metadata.topic, metadata.partition, metadata.offset))
+        return receipts
+
+    async def partitions_for(self, topic: str) -> set[int]:
+        """Partitions of ``topic`` known to the producer's metadata (empty if it does not exist)."""
+        try:
+            return set(await self._started_producer().partitions_for(topic) or ())
+        except Exception as error:
+            log.debug("no partition metadata for %s: %s", topic, error)
+            return set()
+
+    def _started_producer(self) -> AIOKafkaProducer:
+        if self._producer is None:
+            raise TransportError("the Kafka transport is not started")
+        return self._producer
+
+    # topology -------------------------------------------------------------------------------------
+
+    async def declare(self, endpoint: Endpoint) -> None:
+        """With provisioning on: create missing source topics, and dead-letter topics as wide as them."""
+        provisioning = self.config.provisioning
+        if not provisioning.enabled:
+            return
+        admin = AIOKafkaAdminClient(**common_options(self.config))
+        try:
+            await admin.start()
+            existing = set(await admin.list_topics())
+            wanted = [
+                NewTopic(topic, provisioning.partitions, provisioning.replication_factor)
+                for topic in endpoint.sources
+                if topic not in existing
+            ]
+            await self._create(admin, wanted)
+            if endpoint.options.dead_letter.enabled:
+                widths = await self._widths(admin, endpoint.sources)
+                dead_letters = [
+                    NewTopic(dlt, widths.get(topic, provisioning.partitions), provisioning.replication_factor)
+                    for topic in endpoint.sources
+                    if (dlt := kafka_dead_letter_topic(endpoint, topic)) not in existing
+                ]
+                await self._create(admin, dead_letters)
+        except TransportError:
+            raise
+        except Exception as error:
+            raise translate(error, f"provisioning topics of listener {endpoint.listener_id}") from error
+        finally:
+            await admin.close()
+
+    async def _create(self, admin: AIOKafkaAdminClient, topics: list[NewTopic]) -> None:
+        if not topics:
+            return
+        with contextlib.suppress(TopicAlreadyExistsError):  # another instance created them first
+            await admin.create_topics(topics)
+        log.info("created topics %s", ", ".join(topic.name for topic in topics))
+
+    async def _widths(self, admin: AIOKafkaAdminClient, topics: tuple[str, ...]) -> dict[str, int]:
+        described = await admin.describe_topics(list(topics))
+        return {entry["topic"]: len(entry["partitions"]) for entry in described if entry.get("partitions")}
+
+    # consuming ------------------------------------------------------------------------------------
+
+    def subscribe(self, endpoint: Endpoint, sink: DeliverySink) -> KafkaSubscription:
+        return KafkaSubscription(self, endpoint, sink)
+
+
+class KafkaSubscription:
+    """``concurrency`` consumer workers of one listener, all in its group."""
+
+    def __init__(self, transport: KafkaTransport, endpoint: Endpoint, sink: DeliverySink) -> None:
+        self._endpoint = endpoint
+        options = consumer_options(transport.config, endpoint)
+        self._workers = [
+            ConsumerWorker(AIOKafkaConsumer(**options), endpoint, sink, transport.config, transport)
+            for _ in range(endpoint.options.concurrency)
+        ]
+
+    def describe(self) -> str:
+        return f"topics={','.join(self._endpoint.sources)} group={self._endpoint.group_id}"
+
+    async def start(self) -> None:
+        await asyncio.gather(*(worker.start() for worker in self._workers))
+
+    async def stop(self) -> None:
+        await asyncio.gather(*(worker.stop_fetching() for worker in self._workers))
+
+    async def close(self) -> None:
+        await asyncio.gather(*(worker.close() for worker in self._workers), return_exceptions=True)

@@ -1,0 +1,294 @@
+"""One Kafka consumer of a listener: fetch loop, backpressure by pausing, commits, rebalances, settling.
+
+The fetch loop never waits for a handler. Fetched records wait in a backlog bounded by one poll
+(``max_poll_records``) and are handed to the listener container while it has capacity; at the bound
+every assigned partition is paused and the loop keeps polling (so heartbeats and
+``max_poll_interval_ms`` stay satisfied even under long handlers, aiokafka#848), resuming once there
+is room. Offsets are committed explicitly as ``{tp: contiguous finished offset}``, at most every
+``commit_interval``, on revoke (after draining that partition's in-flight records within
+``revoke_timeout``) and before the consumer stops.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import deque
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
+from aiokafka import errors as kafka_errors
+from aiokafka.structs import ConsumerRecord
+
+from listeners.deadletter.headers import kafka_dead_letter_headers
+from listeners.deadletter.naming import kafka_dead_letter_topic
+from listeners.exceptions import TransportUnavailableError
+from listeners.kafka.config import KafkaConfig
+from listeners.kafka.errors import translate
+from listeners.message import Headers, Message
+from listeners.retry.backoff import BackOffPolicy
+from listeners.runtime.offsets import PartitionOffsets
+from listeners.transport.base import Delivery, DeliverySink, Endpoint, Envelope
+
+if TYPE_CHECKING:
+    from listeners.kafka.transport import KafkaTransport
+
+log = logging.getLogger("listeners.kafka")
+
+FAILURE_BACKOFF = BackOffPolicy(initial=0.2, multiplier=2.0, maximum=5.0, jitter=0.1)
+"""Back-off of the fetch loop while the broker fails: it retries, never spins, never gives up."""
+
+
+@dataclass(eq=False, slots=True)
+class _Partition:
+    """Offsets handed out from one assigned partition; replaced when the partition is re-read."""
+
+    tp: TopicPartition
+    offsets: PartitionOffsets
+    committed: int
+    active: bool = True
+
+
+class ConsumerWorker(ConsumerRebalanceListener):  # type: ignore[misc]
+    """One AIOKafkaConsumer in the listener's group, and the settler of the records it hands out."""
+
+    def __init__(
+        self,
+        consumer: AIOKafkaConsumer,
+        endpoint: Endpoint,
+        sink: DeliverySink,
+        config: KafkaConfig,
+        transport: KafkaTransport,
+    ) -> None:
+        self._consumer = consumer
+        self._endpoint = endpoint
+        self._sink = sink
+        self._config = config
+        self._transport = transport
+        self._at_most_once = endpoint.options.ack_mode == "at_most_once"
+        self._held: dict[TopicPartition, _Partition] = {}
+        self._assigned: set[TopicPartition] = set()
+        self._backlog: deque[ConsumerRecord[bytes, bytes]] = deque()
+        self._paused_by_us: set[TopicPartition] = set()
+        self._last_commit = 0.0
+        self._fetching = False
+        self._task: asyncio.Task[None] | None = None
+
+    # lifecycle ------------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        try:
+            await self._consumer.start()
+        except Exception as error:
+            raise translate(error, f"starting a consumer of listener {self._endpoint.listener_id}") from error
+        self._consumer.subscribe(topics=list(self._endpoint.sources), listener=self)
+        self._fetching = True
+        self._task = asyncio.ensure_future(self._fetch_loop())
+
+    async def stop_fetching(self) -> None:
+        """Stop polling; records not yet handed out are dropped (they are not committed)."""
+        self._fetching = False
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        self._backlog.clear()
+
+    async def close(self) -> None:
+        """Commit what finished (aiokafka does not call revoke on stop), then leave the group."""
+        await self.stop_fetching()
+        await self._commit(self._held.values(), reason="stop")
+        for state in self._held.values():
+            state.active = False
+        self._held.clear()
+        await self._consumer.stop()
+
+    # fetching -------------------------------------------------------------------------------------
+
+    async def _fetch_loop(self) -> None:
+        failures = FAILURE_BACKOFF.execution()
+        while self._fetching:
+            try:
+                await self._poll_once()
+                failures = FAILURE_BACKOFF.execution()
+            except asyncio.CancelledError:
+                raise
+            except Exception as error:
+                delay = next(failures)
+                log.error(
+                    "listener %s: consumer failed, retrying in %.2gs: %s",
+                    self._endpoint.listener_id,
+                    delay,
+                    translate(error, "fetching"),
+                )
+                await asyncio.sleep(delay)
+
+    async def _poll_once(self) -> None:
+        await self._hand_out()
+        timeout = self._config.poll_timeout
+        if self._backlog:
+            self._pause()
+            # At the bound: wait for room, but never longer than a poll, and poll anyway.
+            if await self._sink.wait_capacity(timeout):
+                await self._hand_out()
+            timeout = 0.0
+        if not self._backlog:
+            self._resume()
+        batch = await self._consumer.getmany(timeout_ms=int(timeout * 1000))
+        for records in batch.values():
+            self._backlog.extend(records)
+        if self._at_most_once:
+            await self._commit_fetched(batch)
+        if time.monotonic() - self._last_commit >= self._config.commit_interval:
+            await self._commit(list(self._held.values()), reason="interval")
+
+    async def _hand_out(self) -> None:
+        while self._backlog and self._sink.has_capacity():
+            record = self._backlog.popleft()
+            state = self._hold(TopicPartition(record.topic, record.partition), record.offset)
+            if state is None:
+                continue
+            state.offsets.start(record.offset)
+            await self._sink.submit(Delivery(self._message(record), self, (state, record.offset)))
+
+    def _hold(self, tp: TopicPartition, offset: int) -> _Partition | None:
+        if tp not in self._assigned:
+            return None  # revoked while waiting in the backlog
+        state = self._held.get(tp)
+        if state is None:
+            state = self._held[tp] = _Partition(tp, PartitionOffsets(offset), committed=offset)
+        return state
+
+    def _pause(self) -> None:
+        newly = self._assigned - self._paused_by_us
+        if newly:
+            self._consumer.pause(*newly)
+            self._paused_by_us |= newly
+
+    def _resume(self) -> None:
+        if self._paused_by_us:
+            still = self._paused_by_us & self._assigned
+            if still:
+                self._consumer.resume(*still)
+            self._paused_by_us.clear()
+
+    def _message(self, record: ConsumerRecord[bytes, bytes]) -> Message:
+        return Message(
+            body=record.value or b"",
+            headers=Headers(tuple(record.headers)),
+            destination=record.topic,
+            listener_id=self._endpoint.listener_id,
+            transport="kafka",
+            key=record.key,
+            partition=record.partition,
+            offset=record.offset,
+            timestamp=record.timestamp / 1000 if record.timestamp is not None else None,
+            group_id=self._endpoint.group_id,
+            raw=record,
+        )
+
+    # commits --------------------------------------------------------------------------------------
+
+    async def _commit(self, states: Iterable[_Partition], *, reason: str) -> bool:
+        self._last_commit = time.monotonic()
+        due = [state for state in states if state.active and state.offsets.committable > state.committed]
+        if not due:
+            return True
+        offsets = {state.tp: state.offsets.committable for state in due}
+        try:
+            await self._consumer.commit(offsets)
+        except (kafka_errors.CommitFailedError, kafka_errors.IllegalStateError) as error:
+            # The group moved on (rebalance or lost membership): these partitions' records will be
+            # delivered again from the last commit; the revoke path commits whatever it can first.
+            log.warning(
+                "listener %s: commit on %s not accepted: %s", self._endpoint.listener_id, reason, error
+            )
+            return False
+        except kafka_errors.KafkaError as error:
+            log.warning(
+                "listener %s: commit on %s failed, will retry: %s",
+                self._endpoint.listener_id,
+                reason,
+                translate(error, "committing"),
+            )
+            return False
+        for state in due:
+            state.committed = offsets[state.tp]
+        return True
+
+    async def _commit_fetched(self, batch: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]) -> None:
+        """At-most-once: the fetched positions are committed before any of these records is handled."""
+        offsets = {tp: records[-1].offset + 1 for tp, records in batch.items() if records}
+        if offsets:
+            await self._consumer.commit(offsets)
+
+    # rebalance listener ---------------------------------------------------------------------------
+
+    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        revoked = set(revoked)
+        self._assigned -= revoked
+        self._backlog = deque(r for r in self._backlog if TopicPartition(r.topic, r.partition) not in revoked)
+        names = {(tp.topic, tp.partition) for tp in revoked}
+        drained = await self._sink.drain(
+            lambda message: (message.destination, message.partition) in names, self._config.revoke_timeout
+        )
+        if not drained:
+            log.warning(
+                "listener %s: in-flight records of revoked %s did not finish within %ss; they stay "
+                "uncommitted and will be delivered again",
+                self._endpoint.listener_id,
+                sorted(names),
+                self._config.revoke_timeout,
+            )
+        states = [self._held.pop(tp) for tp in revoked if tp in self._held]
+        await self._commit(states, reason="revoke")
+        for state in states:
+            state.active = False
+        self._paused_by_us -= revoked
+
+    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        self._assigned |= set(assigned)
+        if self._backlog:
+            self._pause()
+
+    # Settler --------------------------------------------------------------------------------------
+
+    async def ack(self, delivery: Delivery) -> None:
+        state: _Partition = delivery.handle[0]
+        if state.active:
+            state.offsets.finish(delivery.handle[1])
+
+    async def release(self, delivery: Delivery) -> None:
+        state: _Partition = delivery.handle[0]
+        if not (state.active and self._fetching and self._held.get(state.tp) is state):
+            return  # stopping or revoked: leaving it unfinished keeps it uncommitted
+        # Re-read from the first unfinished record, as the memory broker does: nothing is lost,
+        # records after it that are still in flight run again.
+        state.active = False
+        del self._held[state.tp]
+        self._backlog = deque(r for r in self._backlog if TopicPartition(r.topic, r.partition) != state.tp)
+        self._consumer.seek(state.tp, state.offsets.committable)
+
+    async def dead_letter(self, delivery: Delivery, error: BaseException) -> None:
+        message = delivery.message
+        topic = kafka_dead_letter_topic(self._endpoint, message.destination)
+        partitions = await self._transport.partitions_for(topic)
+        headers = kafka_dead_letter_headers(
+            message,
+            error,
+            group_id=self._endpoint.group_id,
+            max_stacktrace=self._endpoint.options.dead_letter.max_stacktrace,
+        )
+        partition = message.partition if message.partition in partitions else None
+        envelope = Envelope(topic, message.body, key=message.key, headers=headers, partition=partition)
+        await self._transport.publish(envelope)
+        await self.ack(delivery)
+
+    async def retry_later(
+        self, delivery: Delivery, delay: float, next_attempt: int, error: BaseException
+    ) -> None:
+        raise TransportUnavailableError("non-blocking retries through retry topics are not available yet")
