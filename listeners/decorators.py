@@ -57,6 +57,7 @@ def kafka_listener(
     max_in_flight: int | None = None,
     ack_mode: str | None = None,
     auto_offset_reset: str | None = None,
+    batch: bool | None = None,
     retry: Retry | dict[str, Any] | None = None,
     dead_letter: DeadLetter | dict[str, Any] | None = None,
     idempotency: Idempotency | dict[str, Any] | None = None,
@@ -66,7 +67,9 @@ def kafka_listener(
     """Declare a Kafka listener on ``topics``, like Spring's ``@KafkaListener``.
 
     The group defaults to the listener id, and the id to one derived from the handler's qualified
-    name. Every option can be overridden per listener id in ``listeners.listener.<id>``.
+    name. Every option can be overridden per listener id in ``listeners.listener.<id>``. With
+    ``batch=True`` the handler takes ``list[T]`` (and optionally ``list[Message]``): the records of one
+    poll and one partition, committed after it returns.
     """
     declared = _given(
         topics=topics or None,
@@ -77,6 +80,7 @@ def kafka_listener(
         max_in_flight=max_in_flight,
         ack_mode=ack_mode,
         auto_offset_reset=auto_offset_reset,
+        batch=batch,
         retry=retry,
         dead_letter=dead_letter,
         idempotency=idempotency,
@@ -207,7 +211,7 @@ def _declare(
             raise DeclarationError(
                 f"{where}: idempotency_key must be a field path, 'header:<name>' or a callable"
             )
-        check_declaration(fn, where)
+        check_declaration(fn, where, batch=options.batch)
         spec = ListenerSpec(
             kind=kind,
             qualname=fn.__qualname__,

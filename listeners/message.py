@@ -67,7 +67,8 @@ class Message:
     Declare a parameter of this type in a handler to receive it. Fields that a transport does not have
     are None (``partition``/``offset`` on RabbitMQ, ``exchange``/``routing_key`` on Kafka).
     ``attempt`` is 1 on the first delivery and grows with each retry. ``raw`` is the client's own
-    message object for the rare case that needs it.
+    message object for the rare case that needs it. For a batch listener the pipeline sees one message
+    whose ``batch`` holds the records (``offset`` is the first one's).
     """
 
     body: bytes
@@ -84,6 +85,7 @@ class Message:
     routing_key: str | None = None
     redelivered: bool = False
     group_id: str | None = None
+    batch: tuple[Message, ...] = field(default=(), repr=False)
     raw: Any = field(default=None, repr=False, compare=False)
 
     def next_attempt(self) -> Message:
@@ -93,8 +95,21 @@ class Message:
     def describe(self) -> str:
         """Where this message came from, for log lines: ``orders[2]@15`` or ``notifications#7``."""
         if self.partition is not None:
+            if len(self.batch) > 1:
+                return f"{self.destination}[{self.partition}]@{self.offset}..{self.batch[-1].offset}"
             return f"{self.destination}[{self.partition}]@{self.offset}"
         return self.destination
+
+    @property
+    def records(self) -> tuple[Message, ...]:
+        """The messages this one stands for: its batch, or itself."""
+        return self.batch or (self,)
+
+
+def batch_message(messages: list[Message]) -> Message:
+    """One pipeline message for records of one partition handed to a batch listener together."""
+    first = messages[0]
+    return replace(first, body=b"", headers=Headers(), key=None, batch=tuple(messages), raw=None)
 
 
 @dataclass(frozen=True, slots=True)

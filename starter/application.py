@@ -143,7 +143,11 @@ class ListenersApplication:
         declaration = resolved.declaration
         spec = declaration.spec
         handler = await declaration.bind()
-        parameters = plan_parameters(handler, f"listener {resolved.listener_id} ({spec.handler_name})")
+        parameters = plan_parameters(
+            handler,
+            f"listener {resolved.listener_id} ({spec.handler_name})",
+            batch=resolved.endpoint.options.batch,
+        )
         forward = None
         if declaration.forward is not None:
             forward = Forwarder(

@@ -24,15 +24,15 @@ from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka import errors as kafka_errors
 from aiokafka.structs import ConsumerRecord
 
-from listeners.deadletter.headers import kafka_dead_letter_headers
+from listeners.deadletter.envelopes import kafka_dead_letter
 from listeners.deadletter.naming import kafka_dead_letter_topic
 from listeners.exceptions import TransportUnavailableError
 from listeners.kafka.config import KafkaConfig
 from listeners.kafka.errors import translate
-from listeners.message import Headers, Message
+from listeners.message import Headers, Message, batch_message
 from listeners.retry.backoff import BackOffPolicy
 from listeners.runtime.offsets import PartitionOffsets
-from listeners.transport.base import Delivery, DeliverySink, Endpoint, Envelope
+from listeners.transport.base import Delivery, DeliverySink, Endpoint
 
 if TYPE_CHECKING:
     from listeners.kafka.transport import KafkaTransport
@@ -70,6 +70,7 @@ class ConsumerWorker(ConsumerRebalanceListener):  # type: ignore[misc]
         self._config = config
         self._transport = transport
         self._at_most_once = endpoint.options.ack_mode == "at_most_once"
+        self._batch = endpoint.options.batch
         self._held: dict[TopicPartition, _Partition] = {}
         self._assigned: set[TopicPartition] = set()
         self._backlog: deque[ConsumerRecord[bytes, bytes]] = deque()
@@ -148,12 +149,28 @@ class ConsumerWorker(ConsumerRebalanceListener):  # type: ignore[misc]
 
     async def _hand_out(self) -> None:
         while self._backlog and self._sink.has_capacity():
-            record = self._backlog.popleft()
-            state = self._hold(TopicPartition(record.topic, record.partition), record.offset)
+            records = self._take()
+            state = self._hold(TopicPartition(records[0].topic, records[0].partition), records[0].offset)
             if state is None:
                 continue
-            state.offsets.start(record.offset)
-            await self._sink.submit(Delivery(self._message(record), self, (state, record.offset)))
+            for record in records:
+                state.offsets.start(record.offset)
+            messages = [self._message(record) for record in records]
+            message = batch_message(messages) if self._batch else messages[0]
+            offsets = tuple(record.offset for record in records)
+            await self._sink.submit(Delivery(message, self, (state, offsets)))
+
+    def _take(self) -> list[ConsumerRecord[bytes, bytes]]:
+        """The next delivery's records: one, or for a batch listener the run of one partition."""
+        first = self._backlog.popleft()
+        taken = [first]
+        if self._batch:
+            while self._backlog and (self._backlog[0].topic, self._backlog[0].partition) == (
+                first.topic,
+                first.partition,
+            ):
+                taken.append(self._backlog.popleft())
+        return taken
 
     def _hold(self, tp: TopicPartition, offset: int) -> _Partition | None:
         if tp not in self._assigned:
@@ -260,7 +277,8 @@ class ConsumerWorker(ConsumerRebalanceListener):  # type: ignore[misc]
     async def ack(self, delivery: Delivery) -> None:
         state: _Partition = delivery.handle[0]
         if state.active:
-            state.offsets.finish(delivery.handle[1])
+            for offset in delivery.handle[1]:
+                state.offsets.finish(offset)
 
     async def release(self, delivery: Delivery) -> None:
         state: _Partition = delivery.handle[0]
@@ -274,18 +292,12 @@ class ConsumerWorker(ConsumerRebalanceListener):  # type: ignore[misc]
         self._consumer.seek(state.tp, state.offsets.committable)
 
     async def dead_letter(self, delivery: Delivery, error: BaseException) -> None:
-        message = delivery.message
-        topic = kafka_dead_letter_topic(self._endpoint, message.destination)
-        partitions = await self._transport.partitions_for(topic)
-        headers = kafka_dead_letter_headers(
-            message,
-            error,
-            group_id=self._endpoint.group_id,
-            max_stacktrace=self._endpoint.options.dead_letter.max_stacktrace,
-        )
-        partition = message.partition if message.partition in partitions else None
-        envelope = Envelope(topic, message.body, key=message.key, headers=headers, partition=partition)
-        await self._transport.publish(envelope)
+        envelopes = []
+        for message in delivery.message.records:
+            topic = kafka_dead_letter_topic(self._endpoint, message.destination)
+            partitions = await self._transport.partitions_for(topic)
+            envelopes.append(kafka_dead_letter(self._endpoint, message, error, partitions))
+        await self._transport.publish_many(envelopes)
         await self.ack(delivery)
 
     async def retry_later(

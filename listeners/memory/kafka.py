@@ -14,12 +14,12 @@ import itertools
 import logging
 from dataclasses import dataclass
 
-from listeners.deadletter.headers import kafka_dead_letter_headers
+from listeners.deadletter.envelopes import kafka_dead_letter
 from listeners.deadletter.naming import kafka_dead_letter_topic
 from listeners.exceptions import TransportUnavailableError
 from listeners.memory.broker import MemoryBroker
 from listeners.memory.log import LogRecord, MemoryGroup, TopicPartition
-from listeners.message import Headers, Message
+from listeners.message import Headers, Message, batch_message
 from listeners.runtime.offsets import PartitionOffsets
 from listeners.spec import TransportKind
 from listeners.transport.base import Delivery, DeliverySink, Endpoint, Envelope, PublishReceipt
@@ -219,12 +219,17 @@ class _Member:
     async def _fetch_once(self) -> bool:
         delivered = False
         for state in list(self._held.values()):
-            for record in self._log.read(state.topic, state.partition, state.position, FETCH_BATCH):
+            records = self._log.read(state.topic, state.partition, state.position, FETCH_BATCH)
+            for group in [records] if self._endpoint.options.batch and records else ([r] for r in records):
                 if not (self._fetching and state.active):
                     return delivered
-                state.position = record.offset + 1
-                state.offsets.start(record.offset)
-                await self._sink.submit(Delivery(self._message(record), self, (state, record)))
+                state.position = group[-1].offset + 1
+                for record in group:
+                    state.offsets.start(record.offset)
+                messages = [self._message(record) for record in group]
+                message = batch_message(messages) if self._endpoint.options.batch else messages[0]
+                offsets = tuple(record.offset for record in group)
+                await self._sink.submit(Delivery(message, self, (state, offsets)))
                 delivered = True
         return delivered
 
@@ -246,8 +251,11 @@ class _Member:
     # Settler --------------------------------------------------------------------------------------
 
     async def ack(self, delivery: Delivery) -> None:
-        state, record = delivery.handle
-        if state.active and state.offsets.finish(record.offset):
+        state: _Partition = delivery.handle[0]
+        if not state.active:
+            return
+        moved = [state.offsets.finish(offset) for offset in delivery.handle[1]]
+        if any(moved):
             self._group.commit({(state.topic, state.partition): state.offsets.committable})
 
     async def release(self, delivery: Delivery) -> None:
@@ -260,19 +268,12 @@ class _Member:
             self._wake.set()
 
     async def dead_letter(self, delivery: Delivery, error: BaseException) -> None:
-        message = delivery.message
-        topic = kafka_dead_letter_topic(self._endpoint, message.destination)
-        partitions = self._log.create_topic(topic, self._log.partitions(message.destination))
-        same_partition = (
-            message.partition if message.partition is not None and message.partition < partitions else None
-        )
-        headers = kafka_dead_letter_headers(
-            message,
-            error,
-            group_id=self._endpoint.group_id,
-            max_stacktrace=self._endpoint.options.dead_letter.max_stacktrace,
-        )
-        self._log.append(topic, message.body, key=message.key, headers=headers, partition=same_partition)
+        for message in delivery.message.records:
+            topic = kafka_dead_letter_topic(self._endpoint, message.destination)
+            width = self._log.create_topic(topic, self._log.partitions(message.destination))
+            await self._transport.publish(
+                kafka_dead_letter(self._endpoint, message, error, set(range(width)))
+            )
         await self.ack(delivery)
 
     async def retry_later(

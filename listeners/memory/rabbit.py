@@ -11,10 +11,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 
-from listeners.deadletter.headers import rabbit_dead_letter_headers
-from listeners.deadletter.naming import rabbit_dead_letter_queue
+from listeners.deadletter.envelopes import rabbit_dead_letter
 from listeners.exceptions import TransportUnavailableError
-from listeners.memory.amqp import DEFAULT_EXCHANGE, AmqpMessage, QueueConsumer
+from listeners.memory.amqp import AmqpMessage, QueueConsumer
 from listeners.memory.broker import MemoryBroker
 from listeners.message import Headers, Message
 from listeners.spec import TransportKind
@@ -151,21 +150,10 @@ class MemoryRabbitSubscription:
 
     async def dead_letter(self, delivery: Delivery, error: BaseException) -> None:
         message = delivery.message
-        queue = rabbit_dead_letter_queue(self._endpoint)
-        amqp = self._broker.amqp
-        amqp.declare_queue(queue)
-        amqp.publish(
-            AmqpMessage(
-                body=message.body,
-                headers=rabbit_dead_letter_headers(
-                    message, error, max_stacktrace=self._endpoint.options.dead_letter.max_stacktrace
-                ),
-                exchange=DEFAULT_EXCHANGE,
-                routing_key=queue,
-                timestamp=self._broker.clock.time(),
-                content_type=message.raw.content_type if isinstance(message.raw, AmqpMessage) else None,
-            )
-        )
+        content_type = message.raw.content_type if isinstance(message.raw, AmqpMessage) else None
+        envelope = rabbit_dead_letter(self._endpoint, message, error, content_type)
+        self._broker.amqp.declare_queue(envelope.routing_key)
+        await self._transport.publish(envelope)
         await self.ack(delivery)
 
     async def retry_later(

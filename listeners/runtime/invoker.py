@@ -61,8 +61,10 @@ class Invoker:
     def _argument_builders(self, plan: ParameterPlan, codec: Codec) -> list[tuple[str, ArgumentBuilder]]:
         builders: list[tuple[str, ArgumentBuilder]] = []
         if plan.payload is not None:
-            builders.append((plan.payload, self._payload_builder(codec, plan.payload_type)))
+            payload = self._payload_builder(codec, plan.payload_type)
+            builders.append((plan.payload, _each(payload) if plan.batch else payload))
         builders.extend((name, _message) for name in plan.message)
+        builders.extend((name, _records) for name in plan.message_lists)
         builders.extend((name, _headers) for name in plan.headers)
         builders.extend((header.parameter, self._header_builder(header)) for header in plan.header_values)
         return builders
@@ -114,6 +116,19 @@ def _message(message: Message) -> Message:
 
 def _headers(message: Message) -> Any:
     return message.headers
+
+
+def _records(message: Message) -> Any:
+    return list(message.records)
+
+
+def _each(build: ArgumentBuilder) -> ArgumentBuilder:
+    """A batch argument: ``build`` applied to every record; one bad record fails the whole batch."""
+
+    def build_all(message: Message) -> Any:
+        return [build(record) for record in message.records]
+
+    return build_all
 
 
 def _header_converter(annotation: Any) -> Callable[[bytes], Any]:

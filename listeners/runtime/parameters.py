@@ -38,9 +38,13 @@ class ParameterPlan:
     headers: tuple[str, ...]
     header_values: tuple[HeaderParameter, ...]
     is_async: bool
+    batch: bool = False
+    message_lists: tuple[str, ...] = ()
 
 
-def plan_parameters(fn: Callable[..., Any], where: str, *, skip_first: bool = False) -> ParameterPlan:
+def plan_parameters(
+    fn: Callable[..., Any], where: str, *, skip_first: bool = False, batch: bool = False
+) -> ParameterPlan:
     """Analyse ``fn``'s signature; raise :class:`DeclarationError` naming ``where`` if it cannot be served."""
     if inspect.isasyncgenfunction(inspect.unwrap(fn)) or inspect.isgeneratorfunction(inspect.unwrap(fn)):
         raise DeclarationError(
@@ -60,6 +64,7 @@ def plan_parameters(fn: Callable[..., Any], where: str, *, skip_first: bool = Fa
     message: list[str] = []
     headers: list[str] = []
     header_values: list[HeaderParameter] = []
+    message_lists: list[str] = []
     for parameter in parameters:
         if parameter.kind in (parameter.VAR_POSITIONAL, parameter.VAR_KEYWORD):
             continue
@@ -78,6 +83,8 @@ def plan_parameters(fn: Callable[..., Any], where: str, *, skip_first: bool = Fa
             message.append(parameter.name)
         elif _is_subclass(base, Headers):
             headers.append(parameter.name)
+        elif batch and _is_message_list(base):
+            message_lists.append(parameter.name)
         elif payload is None:
             payload, payload_type = parameter.name, annotation
         elif parameter.default is inspect.Parameter.empty:
@@ -86,10 +93,12 @@ def plan_parameters(fn: Callable[..., Any], where: str, *, skip_first: bool = Fa
                 "annotate context parameters with Message, Headers or Annotated[T, Header(...)], "
                 "inject services with Provide[...], or give it a default"
             )
-    if payload is None and not message:
+    if payload is None and not message and not message_lists:
         raise DeclarationError(
             f"{where}: no payload parameter; declare one (e.g. 'order: OrderPlaced') or a Message parameter"
         )
+    if batch and payload is not None:
+        payload_type = _element_type(payload_type, payload, where)
     return ParameterPlan(
         payload=payload,
         payload_type=payload_type,
@@ -97,10 +106,12 @@ def plan_parameters(fn: Callable[..., Any], where: str, *, skip_first: bool = Fa
         headers=tuple(headers),
         header_values=tuple(header_values),
         is_async=is_async_callable(fn),
+        batch=batch,
+        message_lists=tuple(message_lists),
     )
 
 
-def check_declaration(fn: Callable[..., Any], where: str) -> None:
+def check_declaration(fn: Callable[..., Any], where: str, *, batch: bool = False) -> None:
     """Decoration-time check of a handler's signature.
 
     Methods are recognised by their qualified name (``Class.method``) and their ``self`` skipped.
@@ -109,7 +120,7 @@ def check_declaration(fn: Callable[..., Any], where: str) -> None:
     parts = fn.__qualname__.split(".")
     is_method = len(parts) > 1 and parts[-2] != "<locals>"
     try:
-        plan_parameters(fn, where, skip_first=is_method)
+        plan_parameters(fn, where, skip_first=is_method, batch=batch)
     except _UnresolvedHints:
         return
 
@@ -134,6 +145,20 @@ def _type_hints(fn: Callable[..., Any], where: str) -> dict[str, Any]:
         raise _UnresolvedHints(f"{where}: cannot resolve annotation: {error}") from None
     except Exception:
         return {}
+
+
+def _is_message_list(annotation: Any) -> bool:
+    return get_origin(annotation) is list and _is_subclass(next(iter(get_args(annotation)), None), Message)
+
+
+def _element_type(annotation: Any, name: str, where: str) -> Any:
+    """``T`` of a batch payload ``list[T]`` (bare ``list`` or no annotation: JSON values)."""
+    base, _ = _split_annotated(annotation)
+    if base is Any or base is list:
+        return Any
+    if get_origin(base) is list:
+        return next(iter(get_args(base)), Any)
+    raise DeclarationError(f"{where}: a batch listener's payload {name!r} must be a list, e.g. list[Order]")
 
 
 def _split_annotated(annotation: Any) -> tuple[Any, tuple[Any, ...]]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from tests.contract.configs import KafkaConfig
+from tests.contract.suites.batch import BatchSuite
 from tests.contract.suites.consume import ConsumeSuite
 from tests.contract.suites.ordering import OrderingSuite
 from tests.contract.suites.retry import RetrySuite
@@ -26,4 +27,8 @@ class TestKafkaOrdering(KafkaConfig, OrderingSuite):
 
 
 class TestKafkaStop(KafkaConfig, StopSuite):
+    pass
+
+
+class TestKafkaBatch(KafkaConfig, BatchSuite):
     pass

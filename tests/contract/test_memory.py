@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from tests.contract.configs import MemoryKafkaConfig, MemoryRabbitConfig
+from tests.contract.suites.batch import BatchSuite
 from tests.contract.suites.consume import ConsumeSuite
 from tests.contract.suites.ordering import OrderingSuite
 from tests.contract.suites.retry import RetrySuite
@@ -22,6 +23,10 @@ class TestMemoryKafkaOrdering(MemoryKafkaConfig, OrderingSuite):
 
 
 class TestMemoryKafkaStop(MemoryKafkaConfig, StopSuite):
+    pass
+
+
+class TestMemoryKafkaBatch(MemoryKafkaConfig, BatchSuite):
     pass
 
 

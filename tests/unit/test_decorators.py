@@ -232,3 +232,19 @@ def test_send_to_works_above_and_below_the_listener_decorator() -> None:
 
     assert forward_target(above) == ForwardTarget("out-1")
     assert forward_target(below) == ForwardTarget("out-2")
+
+
+def test_batch_listeners_take_a_list_payload() -> None:
+    @kafka_listener("orders", batch=True)
+    async def handle(orders: list[Order], messages: list[Message]) -> None: ...
+
+    assert listener_specs(handle)[0].options.batch is True
+    with pytest.raises(DeclarationError, match="a batch listener's payload 'order' must be a list"):
+
+        @kafka_listener("orders", batch=True)
+        async def single(order: Order) -> None: ...
+
+    with pytest.raises(DeclarationError, match="'batch' is not a rabbit option"):
+
+        @rabbit_listener("q", batch=True)
+        async def rabbit(orders: list[Order]) -> None: ...

@@ -1,0 +1,35 @@
+"""The message to publish for a dead letter: destination, original bytes and diagnostic headers."""
+
+from __future__ import annotations
+
+from listeners.deadletter.headers import kafka_dead_letter_headers, rabbit_dead_letter_headers
+from listeners.deadletter.naming import kafka_dead_letter_topic, rabbit_dead_letter_queue
+from listeners.message import Message
+from listeners.transport.base import Endpoint, Envelope
+
+
+def kafka_dead_letter(
+    endpoint: Endpoint, message: Message, error: BaseException, partitions: set[int]
+) -> Envelope:
+    """``<topic>-dlt`` record: original key and value, original headers then ``kafka_dlt-*``.
+
+    It goes to the original partition when the dead-letter topic has it (``partitions``), else the
+    key decides, as Spring's default destination resolver does.
+    """
+    headers = kafka_dead_letter_headers(
+        message, error, group_id=endpoint.group_id, max_stacktrace=endpoint.options.dead_letter.max_stacktrace
+    )
+    partition = message.partition if message.partition in partitions else None
+    topic = kafka_dead_letter_topic(endpoint, message.destination)
+    return Envelope(topic, message.body, key=message.key, headers=headers, partition=partition)
+
+
+def rabbit_dead_letter(
+    endpoint: Endpoint, message: Message, error: BaseException, content_type: str | None
+) -> Envelope:
+    """A message for the listener's dead-letter queue, through the default exchange."""
+    headers = rabbit_dead_letter_headers(
+        message, error, max_stacktrace=endpoint.options.dead_letter.max_stacktrace
+    )
+    queue = rabbit_dead_letter_queue(endpoint)
+    return Envelope("", message.body, routing_key=queue, headers=headers, content_type=content_type)
