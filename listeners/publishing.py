@@ -7,10 +7,11 @@ so an application that only publishes needs no listener on that transport.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any, Protocol
 
 from listeners.codec import Codec
-from listeners.message import HeaderInput, header_pairs
+from listeners.message import HeaderInput, Outgoing, header_pairs
 from listeners.spec import TransportKind
 from listeners.transport.base import Envelope, PublishReceipt, Transport
 
@@ -33,7 +34,7 @@ class _Publisher:
         self._transports = transports
         self._codec = codec
 
-    async def _publish(
+    def _envelope(
         self,
         destination: str,
         value: Any,
@@ -43,9 +44,9 @@ class _Publisher:
         headers: HeaderInput = None,
         partition: int | None = None,
         delay: float | None = None,
-    ) -> PublishReceipt:
+    ) -> Envelope:
         body, content_type = self._codec.encode(value)
-        envelope = Envelope(
+        return Envelope(
             destination=destination,
             body=body,
             key=key,
@@ -55,8 +56,9 @@ class _Publisher:
             content_type=content_type,
             delay=delay,
         )
-        transport = await self._transports.started(self.kind)
-        return await transport.publish(envelope)
+
+    async def _transport(self) -> Transport:
+        return await self._transports.started(self.kind)
 
 
 class KafkaPublisher(_Publisher):
@@ -79,9 +81,23 @@ class KafkaPublisher(_Publisher):
         ``delay`` (seconds) holds the record back until it is due; only the embedded broker supports
         it in this version.
         """
-        return await self._publish(
+        envelope = self._envelope(
             topic, value, key=encode_key(key), headers=headers, partition=partition, delay=delay
         )
+        return await (await self._transport()).publish(envelope)
+
+    async def send_many(self, topic: str, values: Iterable[Any]) -> list[PublishReceipt]:
+        """Send many values to ``topic``, pipelined, returning once all are confirmed (in order).
+
+        Items may be :class:`~listeners.message.Outgoing` to give each its key and headers.
+        """
+        envelopes = [
+            self._envelope(topic, item.value, key=encode_key(item.key), headers=item.headers)
+            if isinstance(item, Outgoing)
+            else self._envelope(topic, item)
+            for item in values
+        ]
+        return await (await self._transport()).publish_many(envelopes)
 
 
 class RabbitPublisher(_Publisher):
@@ -103,4 +119,5 @@ class RabbitPublisher(_Publisher):
         A message no queue is bound for raises :class:`~listeners.exceptions.UnroutableError`.
         ``delay`` (seconds) is supported by the embedded broker only in this version.
         """
-        return await self._publish(exchange, value, routing_key=routing_key, headers=headers, delay=delay)
+        envelope = self._envelope(exchange, value, routing_key=routing_key, headers=headers, delay=delay)
+        return await (await self._transport()).publish(envelope)

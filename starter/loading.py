@@ -70,13 +70,19 @@ class Provenance:
         self._id_spellings: dict[str, str] = {}
 
     def source_of(self, path: Sequence[str]) -> Source:
-        """The highest-precedence layer that set ``path`` or an ancestor of it (nearest wins a tie)."""
+        """The highest-precedence layer that set ``path`` or an ancestor of it (nearest wins a tie),
+        else the highest one that set something below it."""
         key = self._spelled(tuple(path), learn=False)
         best: tuple[int, Source] | None = None
         for length in range(len(key), 0, -1):
             found = self._set_by.get(key[:length])
             if found is not None and (best is None or found[0] > best[0]):
                 best = found
+        if best is None:
+            # A whole-section check (a model validator) fails on a path no layer set itself: name the
+            # highest-precedence layer that set something below it.
+            below = [found for path, found in self._set_by.items() if path[: len(key)] == key]
+            best = max(below, key=lambda found: found[0], default=None)
         return best[1] if best is not None else Source("default")
 
     def paths(self) -> dict[KeyPath, Source]:

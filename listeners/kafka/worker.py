@@ -250,6 +250,11 @@ class ConsumerWorker(ConsumerRebalanceListener):  # type: ignore[misc]
         self._assigned -= revoked
         self._backlog = deque(r for r in self._backlog if TopicPartition(r.topic, r.partition) not in revoked)
         names = {(tp.topic, tp.partition) for tp in revoked}
+        log.info(
+            "listener %s: partitions %s revoked; finishing their in-flight records before handing them over",
+            self._endpoint.listener_id,
+            _names(revoked),
+        )
         drained = await self._sink.drain(
             lambda message: (message.destination, message.partition) in names, self._config.revoke_timeout
         )
@@ -269,6 +274,7 @@ class ConsumerWorker(ConsumerRebalanceListener):  # type: ignore[misc]
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
         self._assigned |= set(assigned)
+        log.info("listener %s: partitions %s assigned", self._endpoint.listener_id, _names(assigned))
         if self._backlog:
             self._pause()
 
@@ -304,3 +310,7 @@ class ConsumerWorker(ConsumerRebalanceListener):  # type: ignore[misc]
         self, delivery: Delivery, delay: float, next_attempt: int, error: BaseException
     ) -> None:
         raise TransportUnavailableError("non-blocking retries through retry topics are not available yet")
+
+
+def _names(partitions: Iterable[TopicPartition]) -> str:
+    return ",".join(f"{tp.topic}[{tp.partition}]" for tp in sorted(partitions)) or "(none)"

@@ -76,6 +76,9 @@ class MemoryKafkaTransport:
         for topic in endpoint.sources:
             self.broker.log.create_topic(topic)
 
+    async def publish_many(self, envelopes: list[Envelope]) -> list[PublishReceipt]:
+        return [await self.publish(envelope) for envelope in envelopes]
+
     def subscribe(self, endpoint: Endpoint, sink: DeliverySink) -> MemoryKafkaSubscription:
         return MemoryKafkaSubscription(self, endpoint, sink)
 

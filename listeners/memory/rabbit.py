@@ -74,6 +74,9 @@ class MemoryRabbitTransport:
             for key in binding_keys(endpoint):
                 amqp.bind(options.queue or "", options.exchange, key)
 
+    async def publish_many(self, envelopes: list[Envelope]) -> list[PublishReceipt]:
+        return [await self.publish(envelope) for envelope in envelopes]
+
     def subscribe(self, endpoint: Endpoint, sink: DeliverySink) -> MemoryRabbitSubscription:
         return MemoryRabbitSubscription(self, endpoint, sink)
 

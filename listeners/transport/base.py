@@ -156,6 +156,10 @@ class Transport(Protocol):
         """Publish and return once the broker confirmed it."""
         ...
 
+    async def publish_many(self, envelopes: list[Envelope]) -> list[PublishReceipt]:
+        """Publish all, pipelined, and return once the broker confirmed every one (in order)."""
+        ...
+
     async def declare(self, endpoint: Endpoint) -> None:
         """Create what ``endpoint`` consumes from (topics; queues, exchanges, bindings).
 

@@ -1,0 +1,61 @@
+"""Order per partition and per key under concurrency, with every handled record committed."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections import defaultdict
+
+import pytest
+
+from listeners import Message, kafka_listener
+from listeners.testing import running
+from tests.contract.configs import unique
+from tests.support.brokers import KafkaBroker
+from tests.transports.kafka.helpers import app_with, committed
+
+pytestmark = pytest.mark.kafka
+
+
+@pytest.mark.parametrize("ordering", ["partition", "key"])
+async def test_order_holds_per_key_with_two_consumers_and_everything_is_committed(
+    kafka: KafkaBroker, ordering: str
+) -> None:
+    topic = unique(f"order-{ordering}")
+    rng = random.Random(3)
+    seen: dict[str, list[int]] = defaultdict(list)
+    handled: list[tuple[int, int]] = []
+    active = 0
+    peak = 0
+
+    class Handlers:
+        @kafka_listener(topic, id="ordered", concurrency=2, ordering=ordering, max_in_flight=64)
+        async def handle(self, number: int, message: Message) -> None:
+            nonlocal active, peak
+            active += 1
+            peak = max(peak, active)
+            for _ in range(rng.randint(0, 3)):
+                await asyncio.sleep(0)
+            active -= 1
+            seen[(message.key or b"").decode()].append(number)
+            assert message.partition is not None
+            assert message.offset is not None
+            handled.append((message.partition, message.offset))
+
+    keys = [f"key-{k}" for k in range(12)]
+    async with running(app_with(handlers=Handlers()), embedded=False, overrides=kafka.overrides()) as app:
+        await app.kafka.send_many(topic, _numbered(keys, 15))
+        await app.wait_for(lambda: len(handled) == 180, timeout=30, message="180 records")
+        await asyncio.sleep(0)
+    assert {key: seen[key] for key in keys} == {key: list(range(15)) for key in keys}
+    assert len(set(handled)) == 180, "no record handled twice"
+    last = {partition: max(o for p, o in handled if p == partition) + 1 for partition, _ in handled}
+    assert await committed(kafka, "ordered", topic) == last
+    if ordering == "key":
+        assert peak > 1, "different keys ran concurrently"
+
+
+def _numbered(keys: list[str], count: int) -> list[object]:
+    from listeners import Outgoing
+
+    return [Outgoing(number, key=key) for number in range(count) for key in keys]
