@@ -9,6 +9,7 @@ dependency-injector's ``@inject`` and wiring still patches the function.
 from __future__ import annotations
 
 import difflib
+import re
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -49,6 +50,7 @@ def forward_target(obj: Any) -> ForwardTarget | None:
 
 def kafka_listener(
     *topics: str,
+    pattern: str | None = None,
     id: str | None = None,
     group_id: str | None = None,
     concurrency: int | None = None,
@@ -64,7 +66,7 @@ def kafka_listener(
     idempotency_key: IdempotencyKey | None = None,
     **unknown: Any,
 ) -> Callable[[F], F]:
-    """Declare a Kafka listener on ``topics``, like Spring's ``@KafkaListener``.
+    """Declare a Kafka listener on ``topics`` (or topics matching ``pattern``), like ``@KafkaListener``.
 
     The group defaults to the listener id, and the id to one derived from the handler's qualified
     name. Every option can be overridden per listener id in ``listeners.listener.<id>``. With
@@ -73,6 +75,7 @@ def kafka_listener(
     """
     declared = _given(
         topics=topics or None,
+        topic_pattern=pattern,
         group_id=group_id,
         concurrency=concurrency,
         auto_startup=auto_startup,
@@ -201,8 +204,12 @@ def _declare(
             options = ListenerOptions.model_validate(declared)
         except ValidationError as error:
             raise DeclarationError(f"{where}: {_describe(error)}") from None
-        if kind == "kafka" and not options.topics:
-            raise DeclarationError(f"{where}: no topics given; use @kafka_listener('topic', ...)")
+        if kind == "kafka" and not options.topics and not options.topic_pattern:
+            raise DeclarationError(f"{where}: no topics given; use @kafka_listener('topic', ...) or pattern=")
+        if options.topics and options.topic_pattern:
+            raise DeclarationError(f"{where}: give topics or a pattern, not both")
+        if options.topic_pattern is not None:
+            _check_pattern(options.topic_pattern, where)
         if kind == "rabbit" and not options.queue:
             raise DeclarationError(f"{where}: no queue given; use @rabbit_listener('queue', ...)")
         if idempotency_key is not None and not (
@@ -224,6 +231,13 @@ def _declare(
         return fn
 
     return decorate
+
+
+def _check_pattern(pattern: str, where: str) -> None:
+    try:
+        re.compile(pattern)
+    except re.error as error:
+        raise DeclarationError(f"{where}: pattern {pattern!r} is not a regular expression: {error}") from None
 
 
 def _check_callable(fn: Any, decorator: str) -> None:

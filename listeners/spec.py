@@ -85,14 +85,16 @@ class Idempotency(OptionModel):
 class ListenerOptions(OptionModel):
     """Every option a listener has, settable on the decorator and overridable in config.
 
-    Kafka-only: ``topics``, ``group_id``, ``auto_offset_reset``, ``batch`` (the handler receives the
-    records of one poll and partition as a list). Rabbit-only: ``queue``, ``exchange``,
-    ``exchange_type``, ``routing_key``, ``prefetch``. ``ordering`` defaults per transport
-    (Kafka ``partition``, RabbitMQ ``none``). An empty ``routing_key`` binds with the exchange type's
-    natural key: ``#`` for topic, the queue name for direct, none for fanout.
+    Kafka-only: ``topics`` or ``topic_pattern`` (a regular expression), ``group_id``,
+    ``auto_offset_reset``, ``batch`` (the handler receives the records of one poll and partition as a
+    list). RabbitMQ-only: ``queue``, ``exchange``, ``exchange_type``, ``routing_key``, ``prefetch``.
+    ``ordering`` defaults per transport (Kafka ``partition``, RabbitMQ ``none``). An empty
+    ``routing_key`` binds with the exchange type's natural key: ``#`` for topic, the queue name for
+    direct, none for fanout.
     """
 
     topics: Annotated[tuple[str, ...] | None, BeforeValidator(_as_tuple)] = None
+    topic_pattern: str | None = None
     group_id: str | None = None
     auto_offset_reset: OffsetReset = "earliest"
     batch: bool = False
@@ -112,7 +114,7 @@ class ListenerOptions(OptionModel):
     idempotency: Idempotency = Idempotency()
 
 
-KAFKA_ONLY = frozenset({"topics", "group_id", "auto_offset_reset", "batch"})
+KAFKA_ONLY = frozenset({"topics", "topic_pattern", "group_id", "auto_offset_reset", "batch"})
 RABBIT_ONLY = frozenset({"queue", "exchange", "exchange_type", "routing_key", "prefetch"})
 
 IdempotencyKey = str | Callable[..., str]

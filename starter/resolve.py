@@ -21,7 +21,9 @@ from listeners.transport.base import Endpoint
 from starter.loading import LoadedSettings
 from starter.settings import ApplicationSettings
 
-SOURCE_FIELDS = frozenset({"topics", "group_id", "queue", "exchange", "exchange_type", "routing_key"})
+SOURCE_FIELDS = frozenset(
+    {"topics", "topic_pattern", "group_id", "queue", "exchange", "exchange_type", "routing_key"}
+)
 DEFAULT_ORDERING = {"kafka": "partition", "rabbit": "none"}
 
 
@@ -101,6 +103,11 @@ def _resolve(declaration: Declaration, loaded: LoadedSettings[ApplicationSetting
         options = ListenerOptions.model_validate(merged)
     except ValidationError as error:
         raise ConfigError(f"listener {listener_id!r} ({spec.handler_name}): {error}") from None
+    if options.topics and options.topic_pattern:
+        raise ConfigError(
+            f"listener {listener_id!r}: topics ({sources['topics']}) and topic_pattern "
+            f"({sources['topic_pattern']}) are both set; keep one"
+        )
     return ResolvedListener(
         declaration=declaration,
         endpoint=Endpoint(listener_id, spec.kind, options),

@@ -158,7 +158,7 @@ class KafkaSubscription:
         ]
 
     def describe(self) -> str:
-        return f"topics={','.join(self._endpoint.sources)} group={self._endpoint.group_id}"
+        return f"{self._endpoint.describe_sources()} group={self._endpoint.group_id}"
 
     async def start(self) -> None:
         await asyncio.gather(*(worker.start() for worker in self._workers))

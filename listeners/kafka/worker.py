@@ -86,7 +86,11 @@ class ConsumerWorker(ConsumerRebalanceListener):  # type: ignore[misc]
             await self._consumer.start()
         except Exception as error:
             raise translate(error, f"starting a consumer of listener {self._endpoint.listener_id}") from error
-        self._consumer.subscribe(topics=list(self._endpoint.sources), listener=self)
+        pattern = self._endpoint.options.topic_pattern
+        if pattern:
+            self._consumer.subscribe(pattern=pattern, listener=self)
+        else:
+            self._consumer.subscribe(topics=list(self._endpoint.sources), listener=self)
         self._fetching = True
         self._task = asyncio.ensure_future(self._fetch_loop())
 

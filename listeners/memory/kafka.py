@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import itertools
 import logging
+import re
 from dataclasses import dataclass
 
 from listeners.deadletter.envelopes import kafka_dead_letter
@@ -109,7 +110,7 @@ class MemoryKafkaSubscription:
         ]
 
     def describe(self) -> str:
-        return f"topics={','.join(self._endpoint.sources)} group={self._endpoint.group_id}"
+        return f"{self._endpoint.describe_sources()} group={self._endpoint.group_id}"
 
     async def start(self) -> None:
         await self._transport.declare(self._endpoint)
@@ -125,6 +126,15 @@ class MemoryKafkaSubscription:
             await member.close()
 
 
+def _subscribed_topics(endpoint: Endpoint, broker: MemoryBroker) -> tuple[str, ...]:
+    """The listener's topics; for a pattern, the topics that exist and match when the member joins."""
+    pattern = endpoint.options.topic_pattern
+    if not pattern:
+        return endpoint.sources
+    compiled = re.compile(pattern)
+    return tuple(topic for topic in broker.log.topics() if compiled.fullmatch(topic))
+
+
 class _Member:
     """One consumer: a fetch loop over the partitions the group assigned to it; settles its deliveries."""
 
@@ -137,7 +147,7 @@ class _Member:
         sink: DeliverySink,
     ) -> None:
         self.member_id = member_id
-        self.topics = endpoint.sources
+        self.topics = _subscribed_topics(endpoint, transport.broker)
         self._transport = transport
         self._log = transport.broker.log
         self._endpoint = endpoint

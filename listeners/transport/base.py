@@ -59,10 +59,17 @@ class Endpoint:
 
     @property
     def sources(self) -> tuple[str, ...]:
-        """Topics for Kafka, the queue for RabbitMQ."""
+        """Topics for Kafka (none for a pattern subscription), the queue for RabbitMQ."""
         if self.kind == "kafka":
             return self.options.topics or ()
         return (self.options.queue,) if self.options.queue else ()
+
+    def describe_sources(self) -> str:
+        r"""``topics=a,b``, ``pattern=orders\..*`` or ``queue=q`` for log lines."""
+        if self.kind == "kafka":
+            pattern = self.options.topic_pattern
+            return f"pattern={pattern}" if pattern else f"topics={','.join(self.sources)}"
+        return f"queue={self.options.queue}"
 
 
 class Settler(Protocol):

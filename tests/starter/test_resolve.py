@@ -153,3 +153,20 @@ def test_duplicate_ids_name_both_handlers() -> None:
     assert "duplicate listener id 'same'" in text
     assert "First.handle (provider 'first'" in text
     assert "Second.handle (provider 'second'" in text
+
+
+def test_config_topics_over_a_declared_pattern_is_an_error_naming_both_sources(tmp_path: Path) -> None:
+    class Patterned:
+        @kafka_listener(pattern="orders.*", id="patterned")
+        async def handle(self, order: dict[str, Any]) -> None: ...
+
+    class PatternContainer(ListenersContainer):
+        patterned = providers.Singleton(Patterned)
+
+    (tmp_path / "application.yaml").write_text("listeners: {listener: {patterned: {topics: [a]}}}")
+    container = PatternContainer()
+    container.launch.override(providers.Object(LaunchOptions(config_dir=tmp_path, environ={})))
+    with pytest.raises(
+        ConfigError, match=r"topics \(file .*application.yaml\) and topic_pattern \(decorator\)"
+    ):
+        plan(container)

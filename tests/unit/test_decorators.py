@@ -248,3 +248,14 @@ def test_batch_listeners_take_a_list_payload() -> None:
 
         @rabbit_listener("q", batch=True)
         async def rabbit(orders: list[Order]) -> None: ...
+
+
+def test_a_topic_pattern_instead_of_topics() -> None:
+    @kafka_listener(pattern=r"orders\..*")
+    async def handle(order: Order) -> None: ...
+
+    assert listener_specs(handle)[0].options.topic_pattern == r"orders\..*"
+    with pytest.raises(DeclarationError, match="give topics or a pattern, not both"):
+        kafka_listener("orders", pattern="x")(handle)
+    with pytest.raises(DeclarationError, match="is not a regular expression"):
+        kafka_listener(pattern="orders[")(handle)

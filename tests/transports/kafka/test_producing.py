@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from listeners import MessageTooLargeError, Outgoing, kafka_listener
+from listeners import Message, MessageTooLargeError, Outgoing, kafka_listener
 from listeners.testing import running
 from tests.contract.configs import unique
 from tests.support.brokers import KafkaBroker
@@ -57,3 +57,23 @@ async def test_provisioning_creates_listener_and_dead_letter_topics_as_wide_as_t
     assert await partition_count(kafka, f"{created}-dlt") == 4
     assert await partition_count(kafka, existing) == 5, "existing topics are left as they are"
     assert await partition_count(kafka, f"{existing}-dlt") == 5
+
+
+async def test_a_pattern_subscription_consumes_every_matching_topic(kafka: KafkaBroker) -> None:
+    prefix = unique("pat")
+    for suffix in ("eu", "us"):
+        await create_topic(kafka, f"{prefix}.{suffix}", 1)
+    await create_topic(kafka, f"{prefix}-other", 1)
+
+    class Matching:
+        seen: list[tuple[str, str]] = []
+
+        @kafka_listener(pattern=rf"{prefix}\..*", id="matching")
+        async def handle(self, value: str, message: Message) -> None:
+            self.seen.append((message.destination, value))
+
+    async with running(app_with(m=Matching()), embedded=False, overrides=kafka.overrides()) as app:
+        for topic in (f"{prefix}.eu", f"{prefix}.us", f"{prefix}-other"):
+            await app.kafka.send(topic, topic)
+        await app.wait_for(lambda: len(Matching.seen) == 2, timeout=20)
+    assert sorted(Matching.seen) == [(f"{prefix}.eu", f"{prefix}.eu"), (f"{prefix}.us", f"{prefix}.us")]

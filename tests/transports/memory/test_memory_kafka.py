@@ -142,3 +142,22 @@ async def test_delayed_send_appears_only_when_due() -> None:
         assert app.topic(topic) == []
         await clock.advance(0.001)
         await app.wait_for(lambda: len(delayed.seen) == 1)
+
+
+async def test_a_pattern_subscription_consumes_the_matching_topics_that_exist_at_start() -> None:
+    prefix = unique("pat")
+    broker = MemoryBroker(partitions=1)
+    for suffix in ("eu", "us", "other"):
+        broker.log.create_topic(f"{prefix}.{suffix}" if suffix != "other" else f"{prefix}-other")
+
+    class Matching(Recorder):
+        @kafka_listener(pattern=rf"{prefix}\..*", id="matching")
+        async def handle(self, text: str, message: Message) -> None:
+            await self.record(message.destination, message)
+
+    matching = Matching()
+    async with running(app_on(broker, handlers=matching)) as app:
+        for topic in (f"{prefix}.eu", f"{prefix}.us", f"{prefix}-other"):
+            await app.kafka.send(topic, "x")
+        await app.wait_for(lambda: len(matching.seen) == 2)
+    assert sorted(text for _, _, text in matching.seen) == [f"{prefix}.eu", f"{prefix}.us"]
