@@ -87,7 +87,10 @@ class ListenerOptions(OptionModel):
 
     Kafka-only: ``topics`` or ``topic_pattern`` (a regular expression), ``group_id``,
     ``auto_offset_reset``, ``batch`` (the handler receives the records of one poll and partition as a
-    list). RabbitMQ-only: ``queue``, ``exchange``, ``exchange_type``, ``routing_key``, ``prefetch``.
+    list). RabbitMQ-only: ``queue``, ``exchange``, ``exchange_type``, ``routing_key``,
+    ``binding_arguments`` (headers exchanges), ``prefetch``, ``declare`` (false: only check that the
+    queue and exchange exist), ``durable``, ``queue_type`` (classic or quorum), ``queue_arguments``,
+    ``single_active_consumer`` (strict order across consumers).
     ``ordering`` defaults per transport (Kafka ``partition``, RabbitMQ ``none``). An empty
     ``routing_key`` binds with the exchange type's natural key: ``#`` for topic, the queue name for
     direct, none for fanout.
@@ -102,7 +105,13 @@ class ListenerOptions(OptionModel):
     exchange: str | None = None
     exchange_type: ExchangeType = "topic"
     routing_key: Annotated[tuple[str, ...], BeforeValidator(_as_tuple)] = ()
+    binding_arguments: dict[str, Any] = Field(default_factory=dict)
     prefetch: int = Field(default=100, ge=1)
+    declare: bool = True
+    durable: bool = True
+    queue_type: Literal["classic", "quorum"] = "classic"
+    queue_arguments: dict[str, Any] = Field(default_factory=dict)
+    single_active_consumer: bool = False
 
     concurrency: int = Field(default=1, ge=1)
     auto_startup: bool = True
@@ -115,7 +124,12 @@ class ListenerOptions(OptionModel):
 
 
 KAFKA_ONLY = frozenset({"topics", "topic_pattern", "group_id", "auto_offset_reset", "batch"})
-RABBIT_ONLY = frozenset({"queue", "exchange", "exchange_type", "routing_key", "prefetch"})
+RABBIT_ONLY = frozenset(
+    {
+        "queue", "exchange", "exchange_type", "routing_key", "binding_arguments", "prefetch", "declare",
+        "durable", "queue_type", "queue_arguments", "single_active_consumer",
+    }
+)  # fmt: skip
 
 IdempotencyKey = str | Callable[..., str]
 

@@ -23,6 +23,7 @@ from starter.settings import ApplicationSettings
 
 SOURCE_FIELDS = frozenset(
     {"topics", "topic_pattern", "group_id", "queue", "exchange", "exchange_type", "routing_key"}
+    | {"binding_arguments"}
 )
 DEFAULT_ORDERING = {"kafka": "partition", "rabbit": "none"}
 

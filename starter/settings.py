@@ -8,35 +8,20 @@ container's ``settings_model``.
 from __future__ import annotations
 
 from typing import Literal
-from urllib.parse import urlsplit, urlunsplit
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic import BaseModel, ConfigDict, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from listeners.durations import Duration
 from listeners.kafka.config import KafkaConfig
+from listeners.rabbit.config import RabbitConfig
 from listeners.spec import ListenerOptions, StoreName
-
-MEMORY_URL = "memory://"
 
 
 class Section(BaseModel):
     """Base of settings sections: unknown keys are errors."""
 
     model_config = ConfigDict(extra="forbid")
-
-
-class RabbitSettings(Section):
-    """``listeners.rabbit``: where RabbitMQ listeners and the Rabbit publisher connect."""
-
-    url: SecretStr = SecretStr(MEMORY_URL)
-
-    @property
-    def embedded(self) -> bool:
-        return self.url.get_secret_value() == MEMORY_URL
-
-    def display(self) -> str:
-        return mask_url(self.url.get_secret_value())
 
 
 class MemorySettings(Section):
@@ -77,7 +62,7 @@ class ListenersSettings(Section):
     """The ``listeners:`` section."""
 
     kafka: KafkaConfig = KafkaConfig()
-    rabbit: RabbitSettings = RabbitSettings()
+    rabbit: RabbitConfig = RabbitConfig()
     memory: MemorySettings = MemorySettings()
     defaults: ListenerOptions = ListenerOptions()
     listener: dict[str, ListenerOptions] = Field(default_factory=dict)
@@ -94,15 +79,3 @@ class ApplicationSettings(BaseSettings):
     model_config = SettingsConfigDict(extra="forbid", env_nested_delimiter="__", case_sensitive=False)
 
     listeners: ListenersSettings = ListenersSettings()
-
-
-def mask_url(url: str) -> str:
-    """``amqp://user:***@host/vhost``: the URL with any password hidden."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    host = parts.hostname or ""
-    if parts.port is not None:
-        host = f"{host}:{parts.port}"
-    netloc = f"{parts.username}:***@{host}" if parts.username else f":***@{host}"
-    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))

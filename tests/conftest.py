@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 
 import pytest
 
 from tests.support.brokers import KafkaBroker, kafka_broker
+from tests.support.rabbit_tools import check_reachable, delete_test_entities, rabbit_url
 
 
 @pytest.fixture(scope="session")
@@ -14,3 +16,12 @@ def kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaBroker]:
     """The Kafka-protocol broker of this test run (Tansu, or LISTENERS_TEST_KAFKA)."""
     with kafka_broker(tmp_path_factory.mktemp("kafka")) as broker:
         yield broker
+
+
+@pytest.fixture(scope="session")
+def rabbit() -> Iterator[str]:
+    """The URL of the run's RabbitMQ; queues and exchanges the tests declared are deleted at the end."""
+    url = rabbit_url()
+    check_reachable(url)
+    yield url
+    asyncio.run(delete_test_entities(url))

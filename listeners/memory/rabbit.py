@@ -20,16 +20,6 @@ from listeners.spec import TransportKind
 from listeners.transport.base import Delivery, DeliverySink, Endpoint, Envelope, PublishReceipt
 
 
-def binding_keys(endpoint: Endpoint) -> tuple[str, ...]:
-    """Routing keys to bind with: the declared ones, else the exchange type's natural key."""
-    options = endpoint.options
-    if options.routing_key:
-        return options.routing_key
-    if options.exchange_type == "direct":
-        return (options.queue or "",)
-    return ("#",) if options.exchange_type == "topic" else ("",)
-
-
 class MemoryRabbitTransport:
     """The RabbitMQ transport of the embedded broker."""
 
@@ -71,7 +61,7 @@ class MemoryRabbitTransport:
         amqp.declare_queue(options.queue or "")
         if options.exchange is not None:
             amqp.declare_exchange(options.exchange, options.exchange_type)
-            for key in binding_keys(endpoint):
+            for key in endpoint.binding_keys:
                 amqp.bind(options.queue or "", options.exchange, key)
 
     async def publish_many(self, envelopes: list[Envelope]) -> list[PublishReceipt]:
@@ -94,11 +84,7 @@ class MemoryRabbitSubscription:
         self._tasks: list[asyncio.Task[None]] = []
 
     def describe(self) -> str:
-        options = self._endpoint.options
-        if options.exchange is None:
-            return f"queue={self._queue}"
-        keys = ",".join(binding_keys(self._endpoint))
-        return f"queue={self._queue} exchange={options.exchange}({options.exchange_type}) routing_key={keys}"
+        return self._endpoint.describe_sources()
 
     async def start(self) -> None:
         await self._transport.declare(self._endpoint)

@@ -64,12 +64,29 @@ class Endpoint:
             return self.options.topics or ()
         return (self.options.queue,) if self.options.queue else ()
 
+    @property
+    def binding_keys(self) -> tuple[str, ...]:
+        """RabbitMQ routing keys to bind with: the declared ones, else the exchange type's natural key
+        (``#`` for topic, the queue name for direct, none for fanout and headers)."""
+        options = self.options
+        if options.routing_key:
+            return options.routing_key
+        if options.exchange_type == "direct":
+            return (options.queue or "",)
+        return ("#",) if options.exchange_type == "topic" else ("",)
+
     def describe_sources(self) -> str:
         r"""``topics=a,b``, ``pattern=orders\..*`` or ``queue=q`` for log lines."""
         if self.kind == "kafka":
             pattern = self.options.topic_pattern
             return f"pattern={pattern}" if pattern else f"topics={','.join(self.sources)}"
-        return f"queue={self.options.queue}"
+        options = self.options
+        if options.exchange is None:
+            return f"queue={options.queue}"
+        keys = ",".join(self.binding_keys)
+        return (
+            f"queue={options.queue} exchange={options.exchange}({options.exchange_type}) routing_key={keys}"
+        )
 
 
 class Settler(Protocol):

@@ -22,7 +22,7 @@ IMPLEMENTATIONS: Mapping[tuple[TransportKind, str], str] = {
     ("kafka", "memory"): "listeners.memory:MemoryKafkaTransport",
     ("rabbit", "memory"): "listeners.memory:MemoryRabbitTransport",
     ("kafka", "aiokafka"): "listeners.kafka.transport:KafkaTransport",
-    ("rabbit", "aio-pika"): "listeners.rabbit:RabbitTransport",
+    ("rabbit", "aio-pika"): "listeners.rabbit.transport:RabbitTransport",
 }
 
 

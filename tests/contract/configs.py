@@ -19,11 +19,13 @@ from dependency_injector import providers
 
 from listeners import Clock, Headers, Message, kafka_listener, rabbit_listener
 from listeners.memory import MemoryBroker
+from listeners.rabbit.amqp import header_pairs_from_table
 from listeners.spec import TransportKind
 from listeners.testing import TestApp, running
 from tests.contract.harness import container_for
 from tests.support.brokers import KafkaBroker
 from tests.support.kafka_tools import read_topic
+from tests.support.rabbit_tools import take_all
 
 
 @dataclass(frozen=True)
@@ -185,7 +187,7 @@ class KafkaConfig(_KafkaChecks):
         return [DeadLetterView(r.value or b"", Headers(tuple(r.headers)), r.key) for r in records]
 
 
-class MemoryRabbitConfig(_Embedded):
+class _RabbitChecks(TransportConfig):
     kind = "rabbit"
     has_keys = False
 
@@ -202,9 +204,6 @@ class MemoryRabbitConfig(_Embedded):
         headers: dict[str, str] | None = None,
     ) -> None:
         await app.rabbit.publish("", source, value, headers=headers)
-
-    async def dead_letters(self, app: TestApp, source: str) -> list[DeadLetterView]:
-        return [DeadLetterView(m.body, Headers(m.headers), None) for m in app.queue(f"{source}.dlq")]
 
     def check_location(self, message: Message, source: str) -> None:
         assert message.transport == "rabbit"
@@ -223,6 +222,34 @@ class MemoryRabbitConfig(_Embedded):
         assert headers["x-exception-fqcn"] == _fqcn(error).encode()
         assert text.encode() in headers["x-exception-message"]
         assert b"Traceback" in headers["x-exception-stacktrace"]
+
+
+class MemoryRabbitConfig(_Embedded, _RabbitChecks):
+    async def dead_letters(self, app: TestApp, source: str) -> list[DeadLetterView]:
+        return [DeadLetterView(m.body, Headers(m.headers), None) for m in app.queue(f"{source}.dlq")]
+
+
+class RabbitMQConfig(_RabbitChecks):
+    """The real RabbitMQ transport, on the local broker (or LISTENERS_TEST_RABBIT_URL)."""
+
+    url: str
+    _taken: dict[str, list[DeadLetterView]]
+
+    @pytest.fixture(autouse=True)
+    def _broker(self, rabbit: str) -> None:
+        self.url = rabbit
+        self._taken = {}
+
+    def overrides(self) -> dict[str, Any]:
+        return {"listeners.rabbit.url": self.url}
+
+    async def dead_letters(self, app: TestApp, source: str) -> list[DeadLetterView]:
+        taken = self._taken.setdefault(source, [])
+        for message in await take_all(self.url, f"{source}.dlq"):
+            taken.append(
+                DeadLetterView(message.body, Headers(header_pairs_from_table(message.headers)), None)
+            )
+        return list(taken)
 
 
 def _fqcn(error: type[BaseException]) -> str:

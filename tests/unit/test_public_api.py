@@ -84,6 +84,7 @@ def test_nothing_public_is_left_out_of_all() -> None:
         "exceptions",
         "memory",
         "kafka",
+        "rabbit",
         "message",
         "outcome",
         "publishing",

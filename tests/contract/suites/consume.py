@@ -119,5 +119,5 @@ class ConsumeSuite(TransportConfig):
         async with self.run(handlers) as app:
             await self.publish(app, source, Order(order_id="o-2", amount=21))
             await app.wait_for(lambda: len(handlers.forwarded) == 1)
-            assert app.stats("doubler").processed == 1
+            await app.wait_for(lambda: app.stats("doubler").processed == 1)
         assert handlers.forwarded == [Order(order_id="o-2", amount=42)]

@@ -1,0 +1,42 @@
+"""AMQP message properties <-> the broker-neutral message shape."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from listeners.message import HeaderPairs
+
+
+def header_pairs_from_table(table: dict[str, Any] | None) -> HeaderPairs:
+    """AMQP header table values as bytes: text as UTF-8, numbers and booleans as their text."""
+    if not table:
+        return ()
+    return tuple((name, _to_bytes(value)) for name, value in table.items())
+
+
+def table_from_header_pairs(pairs: HeaderPairs) -> dict[str, Any]:
+    """Header pairs as an AMQP table: UTF-8 values as strings (what Spring AMQP reads), others as bytes."""
+    table: dict[str, Any] = {}
+    for name, value in pairs:
+        try:
+            table[name] = value.decode("utf-8")
+        except UnicodeDecodeError:
+            table[name] = value
+    return table
+
+
+def timestamp_seconds(value: Any) -> float | None:
+    if isinstance(value, datetime):
+        return value.timestamp()
+    if isinstance(value, int | float):
+        return float(value)
+    return None
+
+
+def _to_bytes(value: Any) -> bytes:
+    if isinstance(value, bytes | bytearray | memoryview):
+        return bytes(value)
+    if isinstance(value, bool):
+        return b"true" if value else b"false"
+    return str(value).encode("utf-8")

@@ -1,0 +1,111 @@
+"""Queues, exchanges and bindings from a listener's declaration (Spring's ``@QueueBinding``).
+
+With ``declare: true`` (the default) everything is declared, idempotently: durable exchange, the
+queue (classic or quorum, single-active-consumer, extra arguments), its bindings, and the dead-letter
+queue. With ``declare: false`` it is only checked, passively, and a missing queue or exchange is an
+error that names it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import aio_pika
+from aio_pika.abc import AbstractChannel
+from aiormq import exceptions as amqp
+
+from listeners.deadletter.naming import rabbit_dead_letter_queue
+from listeners.exceptions import TransportError
+from listeners.rabbit.errors import translate
+from listeners.transport.base import Endpoint
+
+ExchangeKind = aio_pika.ExchangeType
+
+
+def queue_arguments(endpoint: Endpoint) -> dict[str, Any]:
+    """``x-queue-type``, ``x-single-active-consumer`` and the declared extra arguments."""
+    options = endpoint.options
+    arguments: dict[str, Any] = {}
+    if options.queue_type == "quorum":
+        arguments["x-queue-type"] = "quorum"
+    if options.single_active_consumer:
+        arguments["x-single-active-consumer"] = True
+    arguments.update(options.queue_arguments)
+    return arguments
+
+
+async def declare(open_channel: Any, endpoint: Endpoint) -> None:
+    """Declare (or check) what ``endpoint`` consumes from. ``open_channel`` makes a fresh channel.
+
+    A failed passive check closes its channel, so every check gets its own.
+    """
+    options = endpoint.options
+    queue = options.queue or ""
+    passive = not options.declare
+    if options.exchange is not None:
+        await _exchange(await open_channel(), options.exchange, options.exchange_type, passive, endpoint)
+    await _queue(await open_channel(), queue, options.durable, queue_arguments(endpoint), passive, endpoint)
+    if options.dead_letter.enabled:
+        dead = rabbit_dead_letter_queue(endpoint)
+        arguments = {"x-queue-type": "quorum"} if options.queue_type == "quorum" else {}
+        await _queue(await open_channel(), dead, True, arguments, passive, endpoint)
+    if options.exchange is not None and not passive:
+        channel = await open_channel()
+        try:
+            declared = await channel.get_queue(queue, ensure=False)
+            for key in endpoint.binding_keys:
+                await declared.bind(
+                    options.exchange, routing_key=key, arguments=options.binding_arguments or None
+                )
+        except Exception as error:
+            raise translate(error, f"binding queue {queue!r} to exchange {options.exchange!r}") from error
+        finally:
+            await channel.close()
+
+
+async def _exchange(
+    channel: AbstractChannel, name: str, kind: str, passive: bool, endpoint: Endpoint
+) -> None:
+    try:
+        await channel.declare_exchange(name, ExchangeKind(kind), durable=True, passive=passive)
+    except amqp.ChannelNotFoundEntity:
+        raise TransportError(
+            f"listener {endpoint.listener_id}: exchange {name!r} does not exist "
+            "(declare: false only checks; create it or set declare: true)"
+        ) from None
+    except amqp.ChannelPreconditionFailed as error:
+        raise TransportError(
+            f"listener {endpoint.listener_id}: exchange {name!r} exists with other settings: {error}"
+        ) from None
+    except Exception as error:
+        raise translate(error, f"declaring exchange {name!r}") from error
+    finally:
+        if not channel.is_closed:
+            await channel.close()
+
+
+async def _queue(
+    channel: AbstractChannel,
+    name: str,
+    durable: bool,
+    arguments: dict[str, Any],
+    passive: bool,
+    endpoint: Endpoint,
+) -> None:
+    try:
+        await channel.declare_queue(name, durable=durable, arguments=arguments or None, passive=passive)
+    except amqp.ChannelNotFoundEntity:
+        raise TransportError(
+            f"listener {endpoint.listener_id}: queue {name!r} does not exist "
+            "(declare: false only checks; create it or set declare: true)"
+        ) from None
+    except amqp.ChannelPreconditionFailed as error:
+        raise TransportError(
+            f"listener {endpoint.listener_id}: queue {name!r} exists with other arguments "
+            f"than declared: {error}"
+        ) from None
+    except Exception as error:
+        raise translate(error, f"declaring queue {name!r}") from error
+    finally:
+        if not channel.is_closed:
+            await channel.close()

@@ -1,0 +1,78 @@
+"""RabbitTransport: a reconnecting connection, confirmed publishing, topology, consumers per listener."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from listeners.rabbit.config import RabbitConfig
+from listeners.rabbit.connection import RabbitConnection
+from listeners.rabbit.consumer import ChannelConsumer
+from listeners.rabbit.publisher import ConfirmedPublisher
+from listeners.rabbit.topology import declare
+from listeners.spec import TransportKind
+from listeners.transport.base import DeliverySink, Endpoint, Envelope, PublishReceipt
+
+log = logging.getLogger("listeners.rabbit")
+
+
+class RabbitTransport:
+    """The RabbitMQ transport on aio-pika (``listeners.rabbit.url`` is a real broker)."""
+
+    kind: TransportKind = "rabbit"
+    name = "aio-pika"
+
+    def __init__(self, config: RabbitConfig) -> None:
+        self.config = config
+        self.connection = RabbitConnection(config)
+        self._publisher = ConfirmedPublisher(self.connection, config.publish_timeout)
+
+    def describe(self) -> str:
+        return self.config.display()
+
+    async def start(self) -> None:
+        await self.connection.start()
+
+    async def close(self) -> None:
+        await self._publisher.close()
+        await self.connection.close()
+
+    async def publish(self, envelope: Envelope) -> PublishReceipt:
+        return await self._publisher.publish(envelope)
+
+    async def publish_many(self, envelopes: list[Envelope]) -> list[PublishReceipt]:
+        return await self._publisher.publish_many(envelopes)
+
+    async def declare(self, endpoint: Endpoint) -> None:
+        await declare(self.connection.channel, endpoint)
+
+    def subscribe(self, endpoint: Endpoint, sink: DeliverySink) -> RabbitSubscription:
+        return RabbitSubscription(self, endpoint, sink)
+
+
+class RabbitSubscription:
+    """``concurrency`` consumers of one listener's queue."""
+
+    def __init__(self, transport: RabbitTransport, endpoint: Endpoint, sink: DeliverySink) -> None:
+        self._endpoint = endpoint
+        self._consumers = [
+            ChannelConsumer(transport.connection, endpoint, sink, transport)
+            for _ in range(endpoint.options.concurrency)
+        ]
+
+    def describe(self) -> str:
+        return self._endpoint.describe_sources()
+
+    async def start(self) -> None:
+        await asyncio.gather(*(consumer.open() for consumer in self._consumers))
+
+    async def stop(self) -> None:
+        await asyncio.gather(*(consumer.stop() for consumer in self._consumers))
+
+    async def close(self) -> None:
+        results = await asyncio.gather(
+            *(consumer.close() for consumer in self._consumers), return_exceptions=True
+        )
+        for result in results:
+            if isinstance(result, BaseException):
+                log.warning("listener %s: closing a consumer failed: %s", self._endpoint.listener_id, result)
