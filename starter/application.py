@@ -20,7 +20,7 @@ from typing import Any
 from listeners.clock import Clock
 from listeners.codec import Codec
 from listeners.discovery import discover, modules_needing_wiring
-from listeners.exceptions import StartupError
+from listeners.exceptions import StartupError, TransportError
 from listeners.retry.interceptor import ErrorHandler
 from listeners.runtime.container import ListenerContainer
 from listeners.runtime.forwarding import Forwarder
@@ -88,7 +88,7 @@ class ListenersApplication:
                 await self._connect(registry, kind)
             await self._start_resources()
             for resolved in self._plan.listeners:
-                await registry.get(resolved.endpoint.kind).declare(resolved.endpoint)
+                await self._declare(registry, resolved)
             built = [await self._build(resolved) for resolved in self._plan.listeners]
             for resolved, listener in built:
                 self.listeners[resolved.listener_id] = listener
@@ -138,6 +138,12 @@ class ListenersApplication:
             await registry.started(kind)
         except Exception as error:
             raise StartupError(f"cannot start the {kind} transport: {error}") from error
+
+    async def _declare(self, registry: TransportRegistry, resolved: ResolvedListener) -> None:
+        try:
+            await registry.get(resolved.endpoint.kind).declare(resolved.endpoint)
+        except TransportError as error:
+            raise StartupError(str(error)) from error
 
     async def _build(self, resolved: ResolvedListener) -> tuple[ResolvedListener, ListenerContainer]:
         declaration = resolved.declaration

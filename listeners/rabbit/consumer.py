@@ -66,6 +66,7 @@ class ChannelConsumer:
         self._session: _Session | None = None
         self._stopping = False
         self._reopening: asyncio.Task[None] | None = None
+        self._opening = asyncio.Lock()  # a lost channel and a reconnect may both try to resume
         self._unregister = connection.on_reconnect(self._resume)
 
     # lifecycle ------------------------------------------------------------------------------------
@@ -127,10 +128,11 @@ class ChannelConsumer:
 
     async def _reopen(self) -> None:
         for delay in REOPEN_BACKOFF.execution():
-            if self._stopping or self._session is not None:
-                return
             try:
-                await self.open()
+                async with self._opening:
+                    if self._stopping or self._session is not None:
+                        return
+                    await self.open()
             except Exception as error:
                 if not self._connection.is_connected:
                     return  # the reconnect will resume this consumer
