@@ -65,6 +65,7 @@ class MemoryQueue:
         self.messages: deque[AmqpMessage] = deque()
         self._changed = asyncio.Event()
         self.consumers: list[QueueConsumer] = []
+        self.single_active = False
 
     def put(self, message: AmqpMessage, *, front: bool = False) -> None:
         if front:
@@ -97,12 +98,19 @@ class QueueConsumer:
         while True:
             if not self.active:
                 raise TransportError(f"consumer {self.tag} of queue {self.queue.name!r} is cancelled")
-            if self.queue.messages and len(self.unacked) < self.prefetch:
+            if self.queue.messages and len(self.unacked) < self.prefetch and self._may_receive():
                 message = self.queue.messages.popleft()
                 delivery_tag = next(self._tags)
                 self.unacked[delivery_tag] = message
                 return delivery_tag, message
             await self.queue.changed()
+
+    def _may_receive(self) -> bool:
+        """With a single active consumer, only the first live consumer of the queue receives."""
+        if not self.queue.single_active:
+            return True
+        active = next((consumer for consumer in self.queue.consumers if consumer.active), None)
+        return active is self
 
     def ack(self, delivery_tag: int) -> bool:
         """Acknowledge; False if the tag is not outstanding (already settled or requeued)."""
@@ -156,6 +164,19 @@ class MemoryAmqp:
         if name not in self.queues:
             self.queues[name] = MemoryQueue(name)
         return self.queues[name]
+
+    def check_exists(self, listener_id: str, queue: str, exchange: str | None) -> None:
+        """``declare: false``: the queue (and exchange) must exist already."""
+        if exchange is not None and exchange not in self._exchanges:
+            raise TransportError(
+                f"listener {listener_id}: exchange {exchange!r} does not exist "
+                "(declare: false only checks; create it or set declare: true)"
+            )
+        if queue not in self.queues:
+            raise TransportError(
+                f"listener {listener_id}: queue {queue!r} does not exist "
+                "(declare: false only checks; create it or set declare: true)"
+            )
 
     def bind(self, queue: str, exchange: str, routing_key: str) -> None:
         if exchange not in self._exchanges:

@@ -58,7 +58,11 @@ class MemoryRabbitTransport:
     async def declare(self, endpoint: Endpoint) -> None:
         options = endpoint.options
         amqp = self.broker.amqp
-        amqp.declare_queue(options.queue or "")
+        if not options.declare:
+            amqp.check_exists(endpoint.listener_id, options.queue or "", options.exchange)
+            return
+        queue = amqp.declare_queue(options.queue or "")
+        queue.single_active = options.single_active_consumer
         if options.exchange is not None:
             amqp.declare_exchange(options.exchange, options.exchange_type)
             for key in endpoint.binding_keys:

@@ -123,3 +123,33 @@ async def test_a_delayed_publish_that_cannot_be_routed_fails_at_once() -> None:
     async with running(app_on(MemoryBroker())) as app:
         with pytest.raises(UnroutableError):
             await app.rabbit.publish("", unique("nobody"), "x", delay=1.0)
+
+
+async def test_declare_false_checks_that_the_queue_exists() -> None:
+    from listeners import StartupError
+
+    queue = unique("undeclared")
+    box = inbox(queue, "checked", declare=False)
+    with pytest.raises(StartupError, match=rf"queue {queue!r} does not exist"):
+        async with running(app_on(MemoryBroker(), box=box)):
+            pass
+    broker = MemoryBroker()
+    broker.amqp.declare_queue(queue)
+    async with running(app_on(broker, box=box)) as app:
+        await app.rabbit.publish("", queue, "there")
+        await app.wait_for(lambda: len(box.received) == 1)
+
+
+async def test_single_active_consumer_gives_every_message_to_one_consumer() -> None:
+    queue = unique("sac")
+    box = inbox(queue, "sac", single_active_consumer=True, concurrency=3, ordering="none", prefetch=5)
+    box.gate = asyncio.Event()
+    broker = MemoryBroker()
+    async with running(app_on(broker, box=box)) as app:
+        for number in range(10):
+            await app.rabbit.publish("", queue, str(number))
+        await app.wait_for(lambda: box.inside == 5)
+        unacked = sorted(len(consumer.unacked) for consumer in broker.amqp.queues[queue].consumers)
+        assert unacked == [0, 0, 5], "only the active consumer receives, up to its prefetch"
+        box.gate.set()
+        await app.wait_for(lambda: len(box.received) == 10)
