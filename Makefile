@@ -1,12 +1,13 @@
 # make run   - create .venv, install, run the orders sample on the embedded broker (Ctrl-C to stop)
 # make test  - create .venv, install, make sure local services are up, lint, type-check, run every test
+# make bench - create .venv, install, run the benchmarks (Kafka consume throughput on Tansu)
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 CODE := listeners starter samples tests
 
-.PHONY: install run test check lint typecheck pytest services clean
+.PHONY: install run test check lint typecheck pytest services bench clean
 
 install: $(STAMP)
 
@@ -35,6 +36,9 @@ pytest: $(STAMP)
 
 services:
 	@scripts/services.sh
+
+bench: $(STAMP)
+	$(BIN)/python -m benchmarks
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache *.egg-info

@@ -1,0 +1,35 @@
+"""The payload every Kafka case consumes: a small pydantic model sent as JSON."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from pydantic import BaseModel
+
+KEYS = 1000
+"""Distinct record keys; the default partitioner spreads them over the topic's partitions."""
+
+_EPOCH = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+class OrderPlaced(BaseModel):
+    order_id: str
+    customer: str
+    amount_cents: int
+    currency: str
+    placed_at: datetime
+    express: bool
+
+
+def payload(index: int) -> tuple[bytes, bytes]:
+    """Key and JSON value of record ``index`` (about 140 bytes)."""
+    customer = f"customer-{index % KEYS:04d}"
+    event = OrderPlaced(
+        order_id=f"order-{index:08d}",
+        customer=customer,
+        amount_cents=100 + index % 10_000,
+        currency="EUR",
+        placed_at=_EPOCH + timedelta(seconds=index),
+        express=index % 7 == 0,
+    )
+    return customer.encode(), event.model_dump_json().encode()
