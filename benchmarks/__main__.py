@@ -43,6 +43,12 @@ def parse_args() -> argparse.Namespace:
         "--max-poll-records", type=int, default=500, help="both sides (default 500, listeners' default)"
     )
     parser.add_argument("--timeout", type=float, default=300.0, help="seconds one run may take")
+    parser.add_argument(
+        "--consumer-options",
+        type=json.loads,
+        default={},
+        help="extra AIOKafkaConsumer options for both cases, as JSON (e.g. '{\"fetch_max_wait_ms\": 50}')",
+    )
     parser.add_argument("--output", type=Path, help="default: benchmarks/results/<date>-kafka.json")
     args = parser.parse_args()
     if args.runs < 1 or args.messages < 2:
@@ -68,7 +74,8 @@ def run_case(broker: KafkaBroker, case: str, args: argparse.Namespace) -> dict[s
         sys.executable, "-m", "benchmarks.kafka_consume", "--case", case,
         "--messages", str(args.messages), "--bootstrap", broker.bootstrap, "--topic", topic,
         "--group", group, "--max-poll-records", str(args.max_poll_records),
-        "--consumer-options", json.dumps(broker.consumer), "--timeout", str(args.timeout),
+        "--consumer-options", json.dumps({**broker.consumer, **args.consumer_options}),
+        "--timeout", str(args.timeout),
     ]  # fmt: skip
     try:
         completed = subprocess.run(

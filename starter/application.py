@@ -173,10 +173,13 @@ class ListenersApplication:
         )
         user_interceptors: list[Interceptor] = list(self.container.interceptors())
         error_handler = ErrorHandler(resolved.listener_id, _error_handling_options(resolved.endpoint.options))
-        pipeline = build_pipeline([error_handler, *user_interceptors], invoker)
+        pipeline = build_pipeline(user_interceptors, invoker)
         registry: TransportRegistry = self.container.transports()
         clock: Clock = self.container.clock()
-        return resolved, ListenerContainer(resolved.endpoint, pipeline, registry.get(spec.kind), clock)
+        listener = ListenerContainer(
+            resolved.endpoint, pipeline, registry.get(spec.kind), clock, on_error=error_handler.decide
+        )
+        return resolved, listener
 
 
 async def _maybe_await(call: Callable[[], Any]) -> None:

@@ -29,7 +29,7 @@ from listeners.deadletter.naming import kafka_dead_letter_topic
 from listeners.exceptions import TransportUnavailableError
 from listeners.kafka.config import KafkaConfig
 from listeners.kafka.errors import translate
-from listeners.message import Headers, Message, batch_message
+from listeners.message import EMPTY_HEADERS, Headers, Message, batch_message
 from listeners.retry.backoff import BackOffPolicy
 from listeners.runtime.offsets import PartitionOffsets
 from listeners.transport.base import Delivery, DeliverySink, Endpoint
@@ -73,7 +73,9 @@ class ConsumerWorker(ConsumerRebalanceListener):  # type: ignore[misc]
         self._batch = endpoint.options.batch
         self._held: dict[TopicPartition, _Partition] = {}
         self._assigned: set[TopicPartition] = set()
-        self._backlog: deque[ConsumerRecord[bytes, bytes]] = deque()
+        self._backlog: deque[tuple[TopicPartition, ConsumerRecord[bytes, bytes]]] = deque()
+        self._group_id = endpoint.group_id
+        self._listener_id = endpoint.listener_id
         self._paused_by_us: set[TopicPartition] = set()
         self._last_commit = 0.0
         self._fetching = False
@@ -135,46 +137,52 @@ class ConsumerWorker(ConsumerRebalanceListener):  # type: ignore[misc]
     async def _poll_once(self) -> None:
         await self._hand_out()
         timeout = self._config.poll_timeout
+        if self._backlog and await self._sink.wait_capacity(timeout):
+            await self._hand_out()
         if self._backlog:
+            # No room for a whole poll: handlers are slow. Pause (the fetcher would otherwise drop and
+            # re-fetch what it buffered) and keep polling so the group keeps this member.
             self._pause()
-            # At the bound: wait for room, but never longer than a poll, and poll anyway.
-            if await self._sink.wait_capacity(timeout):
-                await self._hand_out()
             timeout = 0.0
-        if not self._backlog:
+        elif self._paused_by_us:
             self._resume()
         batch = await self._consumer.getmany(timeout_ms=int(timeout * 1000))
-        for records in batch.values():
-            self._backlog.extend(records)
+        for tp, records in batch.items():
+            self._backlog.extend((tp, record) for record in records)
         if self._at_most_once:
             await self._commit_fetched(batch)
         if time.monotonic() - self._last_commit >= self._config.commit_interval:
             await self._commit(list(self._held.values()), reason="interval")
 
     async def _hand_out(self) -> None:
-        while self._backlog and self._sink.has_capacity():
-            records = self._take()
-            state = self._hold(TopicPartition(records[0].topic, records[0].partition), records[0].offset)
-            if state is None:
+        backlog, sink = self._backlog, self._sink
+        while backlog and sink.has_capacity():
+            if self._batch:
+                await self._hand_out_batch()
                 continue
-            for record in records:
-                state.offsets.start(record.offset)
-            messages = [self._message(record) for record in records]
-            message = batch_message(messages) if self._batch else messages[0]
-            offsets = tuple(record.offset for record in records)
-            await self._sink.submit(Delivery(message, self, (state, offsets)))
+            tp, record = backlog[0]
+            state = self._hold(tp, record.offset)
+            if state is None:
+                backlog.popleft()
+                continue
+            if not sink.offer(Delivery(self._message(record), self, (state, (record.offset,)))):
+                return  # the listener stopped meanwhile; the record stays unstarted, uncommitted
+            backlog.popleft()
+            state.offsets.start(record.offset)
 
-    def _take(self) -> list[ConsumerRecord[bytes, bytes]]:
-        """The next delivery's records: one, or for a batch listener the run of one partition."""
-        first = self._backlog.popleft()
-        taken = [first]
-        if self._batch:
-            while self._backlog and (self._backlog[0].topic, self._backlog[0].partition) == (
-                first.topic,
-                first.partition,
-            ):
-                taken.append(self._backlog.popleft())
-        return taken
+    async def _hand_out_batch(self) -> None:
+        """A batch listener gets the backlog's run of one partition as one delivery."""
+        tp, first = self._backlog.popleft()
+        records = [first]
+        while self._backlog and self._backlog[0][0] == tp:
+            records.append(self._backlog.popleft()[1])
+        state = self._hold(tp, first.offset)
+        if state is None:
+            return
+        for record in records:
+            state.offsets.start(record.offset)
+        message = batch_message([self._message(record) for record in records])
+        await self._sink.submit(Delivery(message, self, (state, tuple(r.offset for r in records))))
 
     def _hold(self, tp: TopicPartition, offset: int) -> _Partition | None:
         if tp not in self._assigned:
@@ -198,17 +206,18 @@ class ConsumerWorker(ConsumerRebalanceListener):  # type: ignore[misc]
             self._paused_by_us.clear()
 
     def _message(self, record: ConsumerRecord[bytes, bytes]) -> Message:
+        headers = record.headers
         return Message(
-            body=record.value or b"",
-            headers=Headers(tuple(record.headers)),
-            destination=record.topic,
-            listener_id=self._endpoint.listener_id,
-            transport="kafka",
-            key=record.key,
-            partition=record.partition,
-            offset=record.offset,
-            timestamp=record.timestamp / 1000 if record.timestamp is not None else None,
-            group_id=self._endpoint.group_id,
+            record.value or b"",
+            Headers(tuple(headers)) if headers else EMPTY_HEADERS,
+            record.topic,
+            self._listener_id,
+            "kafka",
+            record.key,
+            record.partition,
+            record.offset,
+            record.timestamp / 1000 if record.timestamp is not None else None,
+            group_id=self._group_id,
             raw=record,
         )
 
@@ -252,7 +261,7 @@ class ConsumerWorker(ConsumerRebalanceListener):  # type: ignore[misc]
     async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
         revoked = set(revoked)
         self._assigned -= revoked
-        self._backlog = deque(r for r in self._backlog if TopicPartition(r.topic, r.partition) not in revoked)
+        self._backlog = deque(item for item in self._backlog if item[0] not in revoked)
         names = {(tp.topic, tp.partition) for tp in revoked}
         log.info(
             "listener %s: partitions %s revoked; finishing their in-flight records before handing them over",
@@ -298,7 +307,7 @@ class ConsumerWorker(ConsumerRebalanceListener):  # type: ignore[misc]
         # records after it that are still in flight run again.
         state.active = False
         del self._held[state.tp]
-        self._backlog = deque(r for r in self._backlog if TopicPartition(r.topic, r.partition) != state.tp)
+        self._backlog = deque(item for item in self._backlog if item[0] != state.tp)
         self._consumer.seek(state.tp, state.offsets.committable)
 
     async def dead_letter(self, delivery: Delivery, error: BaseException) -> None:

@@ -14,12 +14,12 @@ import asyncio
 import contextlib
 import logging
 from collections import deque
-from collections.abc import Callable, Coroutine, Hashable
+from collections.abc import Awaitable, Callable, Coroutine, Hashable
 from typing import Any, Literal
 
 from listeners.clock import Clock
 from listeners.message import Message
-from listeners.outcome import Ack, DeadLetter, Defer, Outcome, Release, Retry
+from listeners.outcome import ACK, Ack, DeadLetter, Defer, Outcome, Release, Retry
 from listeners.retry.backoff import BackOffPolicy
 from listeners.runtime.pipeline import Handler
 from listeners.runtime.stats import ListenerStats
@@ -30,12 +30,20 @@ log = logging.getLogger("listeners.container")
 
 State = Literal["created", "running", "stopping", "stopped"]
 
+ErrorPolicy = Callable[[Message, Exception], Outcome]
+"""What an exception from the pipeline means (retry, dead letter, ...): the error handler's ``decide``."""
+
 SETTLE_BACKOFF = BackOffPolicy(initial=0.5, multiplier=2.0, maximum=30.0, jitter=0.1)
 """Back-off while a settle (ack, dead-letter or retry publish) keeps failing: no loss, no spin."""
 
 
 class ListenerContainer:
-    """One listener's runtime; the :class:`~listeners.transport.base.DeliverySink` of its subscription."""
+    """One listener's runtime; the :class:`~listeners.transport.base.DeliverySink` of its subscription.
+
+    ``on_error`` turns an exception from the pipeline into an outcome; without one, such a message is
+    dead-lettered. The starter passes the listener's :class:`~listeners.retry.interceptor.ErrorHandler`
+    here rather than as the outermost interceptor: same behaviour, one coroutine less per message.
+    """
 
     def __init__(
         self,
@@ -44,12 +52,14 @@ class ListenerContainer:
         transport: Transport,
         clock: Clock,
         *,
+        on_error: ErrorPolicy | None = None,
         settle_backoff: BackOffPolicy = SETTLE_BACKOFF,
     ) -> None:
         self.endpoint = endpoint
         self.stats = ListenerStats()
         self.state: State = "created"
         self._pipeline = pipeline
+        self._on_error = on_error or self._dead_letter_unexpected
         self._transport = transport
         self._clock = clock
         self._settle_backoff = settle_backoff
@@ -63,7 +73,11 @@ class ListenerContainer:
         self._tasks: set[asyncio.Task[None]] = set()
         self._space = asyncio.Event()
         self._space.set()
-        self._changed = asyncio.Condition()
+        # Waiters at the bound wake once a quarter of it is free, not at every finished message: the
+        # fetch loop then hands out in bursts instead of switching tasks once per message.
+        self._resume_at = self._capacity - max(1, self._capacity // 4)
+        self._changed = asyncio.Event()  # set by a finish while someone drains
+        self._draining = 0
         self._stopping = asyncio.Event()
 
     @property
@@ -127,6 +141,15 @@ class ListenerContainer:
         if self._stopping.is_set():
             await self._release(delivery, "listener stopping")
             return
+        self._accept(delivery)
+
+    def offer(self, delivery: Delivery) -> bool:
+        if len(self._pending) >= self._capacity or self._stopping.is_set():
+            return False
+        self._accept(delivery)
+        return True
+
+    def _accept(self, delivery: Delivery) -> None:
         self._pending[delivery] = None
         lane = self._lane_of(delivery.message)
         if lane is None:
@@ -152,11 +175,18 @@ class ListenerContainer:
         def settled() -> bool:
             return not any(matches(delivery.message) for delivery in self._started)
 
-        async with self._changed:
-            try:
-                await asyncio.wait_for(self._changed.wait_for(settled), timeout)
-            except TimeoutError:
-                return False
+        deadline = asyncio.get_running_loop().time() + timeout
+        self._draining += 1
+        try:
+            while not settled():
+                remaining = deadline - asyncio.get_running_loop().time()
+                if remaining <= 0:
+                    return False
+                self._changed.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._changed.wait(), remaining)
+        finally:
+            self._draining -= 1
         return True
 
     # processing -----------------------------------------------------------------------------------
@@ -192,16 +222,35 @@ class ListenerContainer:
         if self._at_most_once:
             if await self._settle(delivery, Ack(), record=False):
                 self.stats.record(await self._attempt(delivery.message))
-                await self._finish(delivery)
+                self._finish(delivery)
                 return
-        elif await self._settle(delivery, await self._run(delivery)):
-            await self._finish(delivery)
-            return
+        else:
+            try:
+                outcome = await self._pipeline(delivery.message)
+            except asyncio.CancelledError:
+                raise
+            except Exception as error:
+                outcome = self._on_error(delivery.message, error)
+            if outcome is ACK:
+                # The common case, kept short: one settle attempt; the general path below retries it.
+                try:
+                    await delivery.settler.ack(delivery)
+                except asyncio.CancelledError:
+                    raise
+                except Exception:
+                    pass
+                else:
+                    self.stats.processed += 1
+                    self._finish(delivery)
+                    return
+            if await self._settle(delivery, await self._run(delivery, outcome)):
+                self._finish(delivery)
+                return
         await self._release(delivery, "listener stopping before the broker confirmed the settle")
 
-    async def _run(self, delivery: Delivery) -> Outcome:
+    async def _run(self, delivery: Delivery, outcome: Outcome) -> Outcome:
+        """Follow blocking retries and deferrals from ``outcome`` to the outcome to settle."""
         while True:
-            outcome = await self._attempt(delivery.message)
             if isinstance(outcome, Retry) and outcome.blocking:
                 self.stats.record(outcome)
                 if not await self._wait(outcome.delay):
@@ -212,27 +261,30 @@ class ListenerContainer:
                     return Release(f"listener stopping while deferred: {outcome.reason}")
             else:
                 return outcome
+            outcome = await self._attempt(delivery.message)
 
     async def _attempt(self, message: Message) -> Outcome:
         try:
             return await self._pipeline(message)
         except asyncio.CancelledError:
             raise
-        except Exception as error:  # an interceptor failed; the error handler covers the handler itself
-            log.error(
-                "listener %s: pipeline error for %s", self.listener_id, message.describe(), exc_info=error
-            )
-            return DeadLetter(error)
+        except Exception as error:
+            return self._on_error(message, error)
+
+    def _dead_letter_unexpected(self, message: Message, error: Exception) -> Outcome:
+        log.error("listener %s: pipeline error for %s", self.listener_id, message.describe(), exc_info=error)
+        return DeadLetter(error)
 
     async def _settle(self, delivery: Delivery, outcome: Outcome, *, record: bool = True) -> bool:
         """Settle until the broker confirms; False if the listener stopped first (delivery stays pending)."""
-        delays = self._settle_backoff.execution()
+        delays = None  # made on the first failure only: settling is on every message's path
         while True:
             try:
-                await self._apply(delivery, outcome)
+                await self._settlement(delivery, outcome)
             except asyncio.CancelledError:
                 raise
             except Exception as error:
+                delays = delays or self._settle_backoff.execution()
                 delay = next(delays)
                 log.error(
                     "listener %s: could not settle %s (%s), trying again in %.3gs: %s: %s",
@@ -250,18 +302,18 @@ class ListenerContainer:
                 self.stats.record(outcome)
             return True
 
-    async def _apply(self, delivery: Delivery, outcome: Outcome) -> None:
+    def _settlement(self, delivery: Delivery, outcome: Outcome) -> Awaitable[None]:
+        """The settler call for ``outcome`` (returned, not awaited here: one frame less per message)."""
         settler = delivery.settler
         if isinstance(outcome, Ack):
-            await settler.ack(delivery)
-        elif isinstance(outcome, DeadLetter):
-            await settler.dead_letter(delivery, outcome.error)
-        elif isinstance(outcome, Retry):
-            await settler.retry_later(delivery, outcome.delay, outcome.next_attempt, outcome.error)
-        elif isinstance(outcome, Release):
-            await settler.release(delivery)
-        else:
-            raise TypeError(f"outcome {outcome!r} cannot be settled by a transport")
+            return settler.ack(delivery)
+        if isinstance(outcome, DeadLetter):
+            return settler.dead_letter(delivery, outcome.error)
+        if isinstance(outcome, Retry):
+            return settler.retry_later(delivery, outcome.delay, outcome.next_attempt, outcome.error)
+        if isinstance(outcome, Release):
+            return settler.release(delivery)
+        raise TypeError(f"outcome {outcome!r} cannot be settled by a transport")
 
     async def _wait(self, delay: float) -> bool:
         """Wait ``delay`` on the clock; False (at once) if the listener starts stopping."""
@@ -276,13 +328,13 @@ class ListenerContainer:
             stopper.cancel()
         return not self._stopping.is_set()
 
-    async def _finish(self, delivery: Delivery) -> None:
+    def _finish(self, delivery: Delivery) -> None:
         self._pending.pop(delivery, None)
         self._started.discard(delivery)
-        if len(self._pending) < self._capacity:
+        if len(self._pending) <= self._resume_at:
             self._space.set()
-        async with self._changed:
-            self._changed.notify_all()
+        if self._draining:
+            self._changed.set()
 
     async def _release(self, delivery: Delivery, reason: str) -> None:
         try:
@@ -292,7 +344,7 @@ class ListenerContainer:
                 "listener %s: release of %s failed: %s", self.listener_id, delivery.message.describe(), error
             )
         self.stats.record(Release(reason))
-        await self._finish(delivery)
+        self._finish(delivery)
 
     async def _abandon(self) -> None:
         """After the stop timeout: cancel handlers still running and release everything unsettled."""

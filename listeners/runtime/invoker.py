@@ -46,8 +46,16 @@ class Invoker:
         self._executor = executor
         self._forward = forward
         self._builders = self._argument_builders(plan, codec)
+        # The common handler takes just its payload, first: call it positionally, skip the dict.
+        only_payload = plan.payload_first and len(self._builders) == 1 and plan.is_async
+        self._payload_only = self._builders[0][1] if only_payload else None
 
     async def __call__(self, message: Message) -> Outcome:
+        if self._payload_only is not None:
+            result = await self._handler(self._payload_only(message))
+            if result is not None and self._forward is not None:
+                await self._forward(result, message)
+            return ACK
         arguments = {name: build(message) for name, build in self._builders}
         if self._is_async:
             result = await self._handler(**arguments)

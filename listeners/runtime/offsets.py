@@ -34,6 +34,11 @@ class PartitionOffsets:
 
     def finish(self, offset: int) -> bool:
         """Record that ``offset`` is finished; True if :attr:`committable` moved."""
+        started = self._started
+        if not self._done and started and started[0] == offset:  # in order, the usual case
+            started.popleft()
+            self.committable = offset + 1
+            return True
         self._done.add(offset)
         moved = False
         while self._started and self._started[0] in self._done:

@@ -40,6 +40,8 @@ class ParameterPlan:
     is_async: bool
     batch: bool = False
     message_lists: tuple[str, ...] = ()
+    payload_first: bool = False
+    """The payload is the first parameter, so it can be passed positionally."""
 
 
 def plan_parameters(
@@ -65,6 +67,7 @@ def plan_parameters(
     headers: list[str] = []
     header_values: list[HeaderParameter] = []
     message_lists: list[str] = []
+    first = next((p.name for p in parameters if p.kind == p.POSITIONAL_OR_KEYWORD), None)
     for parameter in parameters:
         if parameter.kind in (parameter.VAR_POSITIONAL, parameter.VAR_KEYWORD):
             continue
@@ -108,6 +111,7 @@ def plan_parameters(
         is_async=is_async_callable(fn),
         batch=batch,
         message_lists=tuple(message_lists),
+        payload_first=payload is not None and payload == first,
     )
 
 

@@ -133,6 +133,10 @@ class DeliverySink(Protocol):
         """Whether :meth:`submit` would accept a delivery without waiting."""
         ...
 
+    def offer(self, delivery: Delivery) -> bool:
+        """Accept a delivery if there is room, without waiting; False (nothing taken) at the bound."""
+        ...
+
     async def wait_capacity(self, timeout: float) -> bool:
         """Wait up to ``timeout`` seconds for room; True if there is room now."""
         ...
