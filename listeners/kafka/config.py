@@ -81,6 +81,8 @@ class KafkaConfig(KafkaSection):
     producer: KafkaProducerConfig = KafkaProducerConfig()
     provisioning: KafkaProvisioning = KafkaProvisioning()
     commit_interval: Duration = 0.5
+    commit_count: int = Field(default=1000, ge=1)
+    """Commit early once this many records finished since the last commit (and at least every interval)."""
     poll_timeout: Duration = 0.1
     max_poll_records: int = Field(default=500, ge=1)
     revoke_timeout: Duration = 30.0

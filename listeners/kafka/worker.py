@@ -1,12 +1,13 @@
 """One Kafka consumer of a listener: fetch loop, backpressure by pausing, commits, rebalances, settling.
 
 The fetch loop never waits for a handler. Fetched records wait in a backlog bounded by one poll
-(``max_poll_records``) and are handed to the listener container while it has capacity; at the bound
-every assigned partition is paused and the loop keeps polling (so heartbeats and
-``max_poll_interval_ms`` stay satisfied even under long handlers, aiokafka#848), resuming once there
-is room. Offsets are committed explicitly as ``{tp: contiguous finished offset}``, at most every
-``commit_interval``, on revoke (after draining that partition's in-flight records within
-``revoke_timeout``) and before the consumer stops.
+(``max_poll_records``) and are handed to the listener container while it has room. When a whole
+``poll_timeout`` passes without room (slow handlers), every assigned partition is paused and the
+loop keeps polling, so heartbeats and ``max_poll_interval_ms`` stay satisfied even under long
+handlers (aiokafka#848); it resumes once there is room. Offsets are committed explicitly as
+``{tp: contiguous finished offset}``: every ``commit_interval`` or after ``commit_count`` finished
+records, on revoke (after draining that partition's in-flight records within ``revoke_timeout``),
+and before the consumer stops.
 """
 
 from __future__ import annotations
@@ -78,6 +79,7 @@ class ConsumerWorker(ConsumerRebalanceListener):  # type: ignore[misc]
         self._listener_id = endpoint.listener_id
         self._paused_by_us: set[TopicPartition] = set()
         self._last_commit = 0.0
+        self._finished_since_commit = 0
         self._fetching = False
         self._task: asyncio.Task[None] | None = None
 
@@ -151,7 +153,8 @@ class ConsumerWorker(ConsumerRebalanceListener):  # type: ignore[misc]
             self._backlog.extend((tp, record) for record in records)
         if self._at_most_once:
             await self._commit_fetched(batch)
-        if time.monotonic() - self._last_commit >= self._config.commit_interval:
+        due = time.monotonic() - self._last_commit >= self._config.commit_interval
+        if due or self._finished_since_commit >= self._config.commit_count:
             await self._commit(list(self._held.values()), reason="interval")
 
     async def _hand_out(self) -> None:
@@ -225,6 +228,7 @@ class ConsumerWorker(ConsumerRebalanceListener):  # type: ignore[misc]
 
     async def _commit(self, states: Iterable[_Partition], *, reason: str) -> bool:
         self._last_commit = time.monotonic()
+        self._finished_since_commit = 0
         due = [state for state in states if state.active and state.offsets.committable > state.committed]
         if not due:
             return True
@@ -298,6 +302,7 @@ class ConsumerWorker(ConsumerRebalanceListener):  # type: ignore[misc]
         if state.active:
             for offset in delivery.handle[1]:
                 state.offsets.finish(offset)
+            self._finished_since_commit += len(delivery.handle[1])
 
     async def release(self, delivery: Delivery) -> None:
         state: _Partition = delivery.handle[0]

@@ -59,3 +59,35 @@ def _numbered(keys: list[str], count: int) -> list[object]:
     from listeners import Outgoing
 
     return [Outgoing(number, key=key) for number in range(count) for key in keys]
+
+
+async def test_commits_follow_the_count_when_the_interval_is_long(kafka: KafkaBroker) -> None:
+    topic = unique("counted")
+    handled: list[int] = []
+
+    class Counted:
+        @kafka_listener(topic, id="counted", group_id=topic)
+        async def handle(self, number: int, message: Message) -> None:
+            assert message.offset is not None
+            handled.append(message.offset)
+
+    overrides = kafka.overrides(
+        **{
+            "listeners.kafka.provisioning.partitions": 1,
+            "listeners.kafka.commit_interval": "1h",
+            "listeners.kafka.commit_count": 10,
+        }
+    )
+    async with running(app_with(c=Counted()), embedded=False, overrides=overrides) as app:
+        await app.kafka.send_many(topic, list(range(25)))
+        await app.wait_for(lambda: len(handled) == 25, timeout=20)
+        # With an hour-long interval, only the count can have committed while the app runs.
+        positions: dict[int, int | None] = {}
+        for _ in range(100):
+            positions = await committed(kafka, topic, topic)
+            if positions.get(0, 0) and positions[0] >= 20:
+                break
+            await asyncio.sleep(0.05)
+        assert positions[0] is not None
+        assert positions[0] >= 20
+    assert await committed(kafka, topic, topic) == {0: 25}
