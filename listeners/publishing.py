@@ -121,3 +121,19 @@ class RabbitPublisher(_Publisher):
         """
         envelope = self._envelope(exchange, value, routing_key=routing_key, headers=headers, delay=delay)
         return await (await self._transport()).publish(envelope)
+
+    async def publish_many(
+        self, exchange: str, routing_key: str, values: Iterable[Any]
+    ) -> list[PublishReceipt]:
+        """Publish many values, pipelined on one confirm channel; returns once every one is confirmed.
+
+        Items may be :class:`~listeners.message.Outgoing` to give each its own headers. One
+        unroutable or refused message raises after the others were awaited.
+        """
+        envelopes = [
+            self._envelope(exchange, item.value, routing_key=routing_key, headers=item.headers)
+            if isinstance(item, Outgoing)
+            else self._envelope(exchange, item, routing_key=routing_key)
+            for item in values
+        ]
+        return await (await self._transport()).publish_many(envelopes)

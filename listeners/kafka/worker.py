@@ -79,6 +79,7 @@ class ConsumerWorker(ConsumerRebalanceListener):  # type: ignore[misc]
         self._listener_id = endpoint.listener_id
         self._paused_by_us: set[TopicPartition] = set()
         self._last_commit = 0.0
+        self._last_poll = 0.0
         self._finished_since_commit = 0
         self._fetching = False
         self._task: asyncio.Task[None] | None = None
@@ -138,17 +139,26 @@ class ConsumerWorker(ConsumerRebalanceListener):  # type: ignore[misc]
 
     async def _poll_once(self) -> None:
         await self._hand_out()
-        timeout = self._config.poll_timeout
-        if self._backlog and await self._sink.wait_capacity(timeout):
-            await self._hand_out()
+        interval = self._config.poll_timeout
+        limit = self._config.max_poll_records
+        timeout = interval
         if self._backlog:
-            # No room for a whole poll: handlers are slow. Pause (the fetcher would otherwise drop and
-            # re-fetch what it buffered) and keep polling so the group keeps this member.
-            self._pause()
+            room = await self._sink.wait_capacity(interval)
+            if room:
+                await self._hand_out()
+                if self._backlog and time.monotonic() - self._last_poll < interval:
+                    return  # handlers keep up: hand out more, poll when the interval is due
+            if not room or len(self._backlog) >= limit:
+                # No room for a whole poll, or a full poll waiting: pause rather than buffer more (and
+                # rather than let the fetcher drop and re-fetch) and keep polling, so the group keeps
+                # this member.
+                self._pause()
             timeout = 0.0
         elif self._paused_by_us:
             self._resume()
-        batch = await self._consumer.getmany(timeout_ms=int(timeout * 1000))
+        wanted = max(1, limit - len(self._backlog))
+        batch = await self._consumer.getmany(timeout_ms=int(timeout * 1000), max_records=wanted)
+        self._last_poll = time.monotonic()
         for tp, records in batch.items():
             self._backlog.extend((tp, record) for record in records)
         if self._at_most_once:

@@ -47,7 +47,14 @@ class ConfirmedPublisher:
         return PublishReceipt(envelope.destination)
 
     async def publish_many(self, envelopes: list[Envelope]) -> list[PublishReceipt]:
-        return list(await asyncio.gather(*(self.publish(envelope) for envelope in envelopes)))
+        """All published at once on the confirm channel; every confirm awaited before an error is raised."""
+        results = await asyncio.gather(
+            *(self.publish(envelope) for envelope in envelopes), return_exceptions=True
+        )
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
+        return [result for result in results if isinstance(result, PublishReceipt)]
 
     async def close(self) -> None:
         if self._channel is not None and not self._channel.is_closed:

@@ -137,3 +137,16 @@ async def test_publishing_to_a_missing_exchange_names_it(rabbit: str) -> None:
     async with running(app_with(box=box), embedded=False, overrides={"listeners.rabbit.url": rabbit}) as app:
         await app.rabbit.publish("", queue, "ok")
         await app.wait_for(lambda: len(box.received) == 1, timeout=10)
+
+
+async def test_publish_many_pipelines_confirms_and_reports_an_unroutable_one(rabbit: str) -> None:
+    from listeners import Outgoing
+
+    queue = unique("bulk")
+    box = inbox(queue, "bulk")
+    async with running(app_with(box=box), embedded=False, overrides={"listeners.rabbit.url": rabbit}) as app:
+        receipts = await app.rabbit.publish_many("", queue, [f"m{n}" for n in range(50)] + [Outgoing("last")])
+        assert len(receipts) == 51
+        await app.wait_for(lambda: len(box.received) == 51, timeout=10)
+        with pytest.raises(UnroutableError):
+            await app.rabbit.publish_many("", unique("nobody"), ["x", "y"])
