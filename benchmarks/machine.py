@@ -9,6 +9,10 @@ from pathlib import Path
 from typing import Any
 
 PACKAGES = ("listeners", "aiokafka", "pydantic", "dependency-injector")
+"""The versions a Kafka result names."""
+
+RABBIT_PACKAGES = ("listeners", "aio-pika", "aiormq", "pamqp", "pydantic", "dependency-injector")
+"""The versions a RabbitMQ result names."""
 
 
 def cpu_model() -> str:
@@ -28,9 +32,9 @@ def usable_cores() -> int:
         return os.cpu_count() or 1
 
 
-def versions() -> dict[str, str]:
+def versions(packages: tuple[str, ...] = PACKAGES) -> dict[str, str]:
     found = {}
-    for package in PACKAGES:
+    for package in packages:
         try:
             found[package] = metadata.version(package)
         except metadata.PackageNotFoundError:
@@ -38,13 +42,13 @@ def versions() -> dict[str, str]:
     return found
 
 
-def machine_info(broker: str) -> dict[str, Any]:
+def machine_info(broker: str, packages: tuple[str, ...] = PACKAGES) -> dict[str, Any]:
     return {
         "cpu": cpu_model(),
         "cores": usable_cores(),
         "platform": platform.platform(),
         "python": f"{platform.python_implementation()} {platform.python_version()}",
-        "versions": versions(),
+        "versions": versions(packages),
         "broker": broker,
         "load_average_at_start": [round(load, 2) for load in os.getloadavg()],
     }

@@ -1,4 +1,4 @@
-"""The payload every Kafka case consumes: a small pydantic model sent as JSON."""
+"""The payload every case handles: a small pydantic model sent as JSON (about 140 bytes)."""
 
 from __future__ import annotations
 
@@ -21,15 +21,19 @@ class OrderPlaced(BaseModel):
     express: bool
 
 
-def payload(index: int) -> tuple[bytes, bytes]:
-    """Key and JSON value of record ``index`` (about 140 bytes)."""
-    customer = f"customer-{index % KEYS:04d}"
-    event = OrderPlaced(
+def order(index: int) -> OrderPlaced:
+    """Event ``index``: the model the publish cases send and the consume cases validate."""
+    return OrderPlaced(
         order_id=f"order-{index:08d}",
-        customer=customer,
+        customer=f"customer-{index % KEYS:04d}",
         amount_cents=100 + index % 10_000,
         currency="EUR",
         placed_at=_EPOCH + timedelta(seconds=index),
         express=index % 7 == 0,
     )
-    return customer.encode(), event.model_dump_json().encode()
+
+
+def payload(index: int) -> tuple[bytes, bytes]:
+    """Key and JSON value of record ``index``."""
+    event = order(index)
+    return event.customer.encode(), event.model_dump_json().encode()

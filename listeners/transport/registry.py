@@ -81,8 +81,10 @@ class TransportRegistry:
 
     async def started(self, kind: TransportKind) -> Transport:
         """The transport of ``kind``, started exactly once even under concurrent first use."""
-        transport = self.get(kind)
         start = self._started.get(kind)
+        if start is not None and start.done() and not _failed(start):
+            return self._transports[kind]  # the usual case, on every publish: no waiting machinery
+        transport = self.get(kind)
         if start is None or _failed(start):
             start = asyncio.ensure_future(transport.start())
             self._started[kind] = start

