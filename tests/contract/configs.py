@@ -22,7 +22,7 @@ from listeners.memory import MemoryBroker
 from listeners.rabbit.amqp import header_pairs_from_table
 from listeners.spec import TransportKind
 from listeners.testing import TestApp, running
-from tests.contract.harness import container_for
+from tests.support.apps import app_with
 from tests.support.brokers import KafkaBroker
 from tests.support.kafka_tools import read_topic
 from tests.support.rabbit_tools import take_all
@@ -59,7 +59,7 @@ class TransportConfig:
     async def run(
         self, *handlers: Any, overrides: dict[str, Any] | None = None, clock: Clock | None = None
     ) -> AsyncIterator[TestApp]:
-        container = container_for(*handlers)
+        container = app_with(*handlers)
         self.prepare(container, clock)
         async with running(
             container, overrides={**self.overrides(), **(overrides or {})}, clock=clock

@@ -2,20 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
-from dependency_injector import providers
 
-from starter import ListenersContainer
 from tests.support.brokers import KafkaBroker
-
-
-def app_with(**handlers: Any) -> Any:
-    """A container whose providers hold ``handlers``."""
-    attributes: dict[str, Any] = {name: providers.Object(handler) for name, handler in handlers.items()}
-    return type("KafkaTestContainer", (ListenersContainer,), attributes)()
 
 
 async def committed(broker: KafkaBroker, group: str, topic: str) -> dict[int, int | None]:

@@ -7,9 +7,10 @@ import pytest
 from listeners import Message, MessageTooLargeError, Outgoing, kafka_listener
 from listeners.testing import running
 from tests.contract.configs import unique
+from tests.support.apps import app_with
 from tests.support.brokers import KafkaBroker
 from tests.support.kafka_tools import read_topic
-from tests.transports.kafka.helpers import app_with, create_topic, partition_count
+from tests.transports.kafka.helpers import create_topic, partition_count
 
 pytestmark = pytest.mark.kafka
 

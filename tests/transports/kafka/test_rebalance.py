@@ -11,8 +11,9 @@ import pytest
 from listeners import Message, kafka_listener
 from listeners.testing import running
 from tests.contract.configs import unique
+from tests.support.apps import app_with
 from tests.support.brokers import KafkaBroker
-from tests.transports.kafka.helpers import app_with, committed, create_topic
+from tests.transports.kafka.helpers import committed, create_topic
 
 pytestmark = pytest.mark.kafka
 

@@ -10,7 +10,7 @@ from listeners.memory import MemoryBroker
 from listeners.memory.partitioner import partition_for_key
 from listeners.testing import running
 from tests.contract.configs import unique
-from tests.transports.memory.helpers import app_on
+from tests.support.apps import app_with
 
 
 class Recorder:
@@ -52,7 +52,7 @@ def ends(broker: MemoryBroker, topic: str) -> dict[int, int]:
 async def test_keys_go_to_their_murmur2_partition_and_keyless_records_spread() -> None:
     topic = unique("part")
     broker = MemoryBroker(partitions=4)
-    async with running(app_on(broker)) as app:
+    async with running(app_with(broker=broker)) as app:
         keyed = [await app.kafka.send(topic, "v", key=f"customer-{n}") for n in range(20)]
         keyless = [await app.kafka.send(topic, "v") for _ in range(8)]
     for n, receipt in enumerate(keyed):
@@ -64,7 +64,10 @@ async def test_a_group_splits_partitions_and_commits_every_finished_record() -> 
     topic = unique("group")
     broker = MemoryBroker(partitions=4)
     first, second = recorder(topic, group_id="shared"), recorder(topic, group_id="shared")
-    async with running(app_on(broker, handlers=first)) as one, running(app_on(broker, handlers=second)):
+    async with (
+        running(app_with(broker=broker, handlers=first)) as one,
+        running(app_with(broker=broker, handlers=second)),
+    ):
         for n in range(80):
             await one.kafka.send(topic, str(n), key=str(n))
         await one.wait_for(lambda: len(first.seen) + len(second.seen) == 80)
@@ -79,12 +82,12 @@ async def test_a_restarted_group_resumes_after_its_committed_offsets() -> None:
     topic = unique("resume")
     broker = MemoryBroker(partitions=2)
     before = recorder(topic)
-    async with running(app_on(broker, handlers=before)) as app:
+    async with running(app_with(broker=broker, handlers=before)) as app:
         for n in range(10):
             await app.kafka.send(topic, f"old-{n}")
         await app.wait_for(lambda: len(before.seen) == 10)
     after = recorder(topic)
-    async with running(app_on(broker, handlers=after)) as app:
+    async with running(app_with(broker=broker, handlers=after)) as app:
         await app.kafka.send(topic, "new")
         await app.wait_for(lambda: len(after.seen) == 1)
     assert [text for _, _, text in after.seen] == ["new"]
@@ -94,9 +97,9 @@ async def test_latest_offset_reset_skips_what_was_published_before_the_group_exi
     topic = unique("latest")
     broker = MemoryBroker(partitions=1)
     latest = recorder(topic, auto_offset_reset="latest")
-    async with running(app_on(broker)) as app:
+    async with running(app_with(broker=broker)) as app:
         await app.kafka.send(topic, "before")
-    async with running(app_on(broker, handlers=latest)) as app:
+    async with running(app_with(broker=broker, handlers=latest)) as app:
         await app.kafka.send(topic, "after")
         await app.wait_for(lambda: len(latest.seen) == 1)
     assert [text for _, _, text in latest.seen] == ["after"]
@@ -108,11 +111,11 @@ async def test_rebalance_waits_for_in_flight_records_and_commits_them_before_han
     first = recorder(topic, group_id="handover")
     first.gate = asyncio.Event()
     second = recorder(topic, group_id="handover")
-    async with running(app_on(broker, handlers=first)) as one:
+    async with running(app_with(broker=broker, handlers=first)) as one:
         await one.kafka.send(topic, "in-flight", partition=1)
         await first.entered.wait()
         # The newcomer's join revokes partition 1 from the first member, which must finish it first.
-        newcomer = running(app_on(broker, handlers=second))
+        newcomer = running(app_with(broker=broker, handlers=second))
         joining = asyncio.ensure_future(newcomer.__aenter__())
         for _ in range(50):
             await asyncio.sleep(0)
@@ -134,7 +137,7 @@ async def test_delayed_send_appears_only_when_due() -> None:
     topic = unique("delayed")
     clock = ManualClock()
     delayed = recorder(topic)
-    async with running(app_on(MemoryBroker(clock), handlers=delayed), clock=clock) as app:
+    async with running(app_with(broker=MemoryBroker(clock), handlers=delayed), clock=clock) as app:
         await app.kafka.send(topic, "later", delay=5.0)
         await app.wait_for(lambda: clock.pending == 1)
         await clock.advance(4.999)
@@ -156,7 +159,7 @@ async def test_a_pattern_subscription_consumes_the_matching_topics_that_exist_at
             await self.record(message.destination, message)
 
     matching = Matching()
-    async with running(app_on(broker, handlers=matching)) as app:
+    async with running(app_with(broker=broker, handlers=matching)) as app:
         for topic in (f"{prefix}.eu", f"{prefix}.us", f"{prefix}-other"):
             await app.kafka.send(topic, "x")
         await app.wait_for(lambda: len(matching.seen) == 2)

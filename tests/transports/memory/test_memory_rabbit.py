@@ -11,7 +11,7 @@ from listeners import ManualClock, Message, UnroutableError, rabbit_listener
 from listeners.memory import MemoryBroker
 from listeners.testing import running
 from tests.contract.configs import unique
-from tests.transports.memory.helpers import app_on
+from tests.support.apps import app_with
 
 
 class Inbox:
@@ -55,7 +55,7 @@ async def test_a_listener_declares_its_queue_and_binding(
     keys = [key.replace("QUEUE", queue) for key in published]
     declared = {"routing_key": routing_key} if routing_key else {}
     box = inbox(queue, "bound", exchange=exchange, exchange_type=exchange_type, **declared)
-    async with running(app_on(MemoryBroker(), box=box)) as app:
+    async with running(app_with(broker=MemoryBroker(), box=box)) as app:
         for number, key in enumerate(keys):
             try:
                 await app.rabbit.publish(exchange, key, str(number))
@@ -67,7 +67,7 @@ async def test_a_listener_declares_its_queue_and_binding(
 
 
 async def test_unroutable_publish_is_an_error_not_a_silent_drop() -> None:
-    async with running(app_on(MemoryBroker())) as app:
+    async with running(app_with(broker=MemoryBroker())) as app:
         with pytest.raises(UnroutableError, match="reached no queue"):
             await app.rabbit.publish("", unique("nobody-listens"), "lost?")
 
@@ -77,7 +77,7 @@ async def test_competing_consumers_in_two_apps_share_a_queue_without_duplicates(
     broker = MemoryBroker()
     one, two = inbox(queue, "worker", prefetch=1), inbox(queue, "worker", prefetch=1)
     one.gate, two.gate = asyncio.Event(), asyncio.Event()
-    async with running(app_on(broker, box=one)) as first, running(app_on(broker, box=two)):
+    async with running(app_with(broker=broker, box=one)) as first, running(app_with(broker=broker, box=two)):
         for number in range(20):
             await first.rabbit.publish("", queue, str(number))
         await first.wait_for(lambda: one.inside == 1 and two.inside == 1)
@@ -94,7 +94,7 @@ async def test_prefetch_bounds_unacknowledged_messages_per_consumer() -> None:
     box = inbox(queue, "bounded", prefetch=3, ordering="none", max_in_flight=100)
     box.gate = asyncio.Event()
     broker = MemoryBroker()
-    async with running(app_on(broker, box=box)) as app:
+    async with running(app_with(broker=broker, box=box)) as app:
         for number in range(10):
             await app.rabbit.publish("", queue, str(number))
         await app.wait_for(lambda: box.inside == 3)
@@ -110,7 +110,7 @@ async def test_delayed_publish_is_delivered_when_due() -> None:
     queue = unique("later")
     clock = ManualClock()
     box = inbox(queue, "later")
-    async with running(app_on(MemoryBroker(clock), box=box), clock=clock) as app:
+    async with running(app_with(broker=MemoryBroker(clock), box=box), clock=clock) as app:
         await app.rabbit.publish("", queue, "soon", delay=2.0)
         await app.wait_for(lambda: clock.pending == 1)
         await clock.advance(1.999)
@@ -120,7 +120,7 @@ async def test_delayed_publish_is_delivered_when_due() -> None:
 
 
 async def test_a_delayed_publish_that_cannot_be_routed_fails_at_once() -> None:
-    async with running(app_on(MemoryBroker())) as app:
+    async with running(app_with(broker=MemoryBroker())) as app:
         with pytest.raises(UnroutableError):
             await app.rabbit.publish("", unique("nobody"), "x", delay=1.0)
 
@@ -131,11 +131,11 @@ async def test_declare_false_checks_that_the_queue_exists() -> None:
     queue = unique("undeclared")
     box = inbox(queue, "checked", declare=False)
     with pytest.raises(StartupError, match=rf"queue {queue!r} does not exist"):
-        async with running(app_on(MemoryBroker(), box=box)):
+        async with running(app_with(broker=MemoryBroker(), box=box)):
             pass
     broker = MemoryBroker()
     broker.amqp.declare_queue(queue)
-    async with running(app_on(broker, box=box)) as app:
+    async with running(app_with(broker=broker, box=box)) as app:
         await app.rabbit.publish("", queue, "there")
         await app.wait_for(lambda: len(box.received) == 1)
 
@@ -145,7 +145,7 @@ async def test_single_active_consumer_gives_every_message_to_one_consumer() -> N
     box = inbox(queue, "sac", single_active_consumer=True, concurrency=3, ordering="none", prefetch=5)
     box.gate = asyncio.Event()
     broker = MemoryBroker()
-    async with running(app_on(broker, box=box)) as app:
+    async with running(app_with(broker=broker, box=box)) as app:
         for number in range(10):
             await app.rabbit.publish("", queue, str(number))
         await app.wait_for(lambda: box.inside == 5)

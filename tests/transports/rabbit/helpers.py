@@ -3,17 +3,8 @@
 from __future__ import annotations
 
 import subprocess
-from typing import Any
 
 import aio_pika
-from dependency_injector import providers
-
-from starter import ListenersContainer
-
-
-def app_with(**handlers: Any) -> Any:
-    attributes: dict[str, Any] = {name: providers.Object(handler) for name, handler in handlers.items()}
-    return type("RabbitTestContainer", (ListenersContainer,), attributes)()
 
 
 async def queue_state(url: str, queue: str) -> tuple[int, int]:

@@ -17,7 +17,8 @@ import pytest
 from listeners import rabbit_listener
 from listeners.testing import running
 from tests.contract.configs import unique
-from tests.transports.rabbit.helpers import app_with, close_all_connections, queue_state
+from tests.support.apps import app_with
+from tests.transports.rabbit.helpers import close_all_connections, queue_state
 
 pytestmark = pytest.mark.rabbit
 REPO = Path(__file__).resolve().parents[3]

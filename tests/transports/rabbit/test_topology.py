@@ -10,7 +10,7 @@ import pytest
 from listeners import Message, StartupError, TransportError, UnroutableError, rabbit_listener
 from listeners.testing import running
 from tests.contract.configs import unique
-from tests.transports.rabbit.helpers import app_with
+from tests.support.apps import app_with
 
 pytestmark = pytest.mark.rabbit
 
