@@ -21,36 +21,16 @@ import logging
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer
-from dependency_injector import providers
 
+from benchmarks.app import counting_container
 from benchmarks.meter import Meter
 from benchmarks.payload import OrderPlaced
 from listeners import kafka_listener
 from listeners.testing import running
-from starter import ListenersContainer
 
 LISTENER_ID = "kafka-bench"
 RAW_POLL_TIMEOUT_MS = 100
 """The raw loop's getmany timeout: the same as listeners' default ``listeners.kafka.poll_timeout``."""
-
-
-def bench_container(topic: str, group_id: str, meter: Meter) -> ListenersContainer:
-    """What an application would declare: a listener object provided by the container."""
-
-    class OrderCounter:
-        def __init__(self, meter: Meter) -> None:
-            self._meter = meter
-
-        @kafka_listener(topic, id=LISTENER_ID, group_id=group_id)
-        async def on_order(self, order: OrderPlaced) -> None:
-            self._meter.tick()
-
-    class BenchContainer(ListenersContainer):
-        # Through an Object provider: plain provider arguments are deep-copied with the container.
-        bench_meter = providers.Object(meter)
-        order_counter = providers.Singleton(OrderCounter, meter=bench_meter)
-
-    return BenchContainer()
 
 
 async def run_listeners(args: argparse.Namespace, meter: Meter) -> dict[str, Any]:
@@ -59,7 +39,7 @@ async def run_listeners(args: argparse.Namespace, meter: Meter) -> dict[str, Any
         "listeners.kafka.consumer": args.consumer_options,
         "listeners.kafka.max_poll_records": args.max_poll_records,
     }
-    container = bench_container(args.topic, args.group, meter)
+    container = counting_container(kafka_listener(args.topic, id=LISTENER_ID, group_id=args.group), meter)
     async with running(container, embedded=False, overrides=overrides) as app:
         await meter.wait(args.timeout)
         options = app.app.listener(LISTENER_ID).endpoint.options

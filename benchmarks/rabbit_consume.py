@@ -22,39 +22,19 @@ from typing import Any
 
 import aio_pika
 from aio_pika.abc import AbstractIncomingMessage
-from dependency_injector import providers
 
+from benchmarks.app import counting_container
 from benchmarks.meter import Meter
 from benchmarks.payload import OrderPlaced
 from listeners import rabbit_listener
 from listeners.testing import running
-from starter import ListenersContainer
 from tests.support.rabbit_tools import rabbit_url
 
 LISTENER_ID = "rabbit-bench"
 
 
-def bench_container(queue: str, prefetch: int, meter: Meter) -> ListenersContainer:
-    """What an application would declare: a listener object provided by the container."""
-
-    class OrderCounter:
-        def __init__(self, meter: Meter) -> None:
-            self._meter = meter
-
-        @rabbit_listener(queue, id=LISTENER_ID, prefetch=prefetch)
-        async def on_order(self, order: OrderPlaced) -> None:
-            self._meter.tick()
-
-    class BenchContainer(ListenersContainer):
-        # Through an Object provider: plain provider arguments are deep-copied with the container.
-        bench_meter = providers.Object(meter)
-        order_counter = providers.Singleton(OrderCounter, meter=bench_meter)
-
-    return BenchContainer()
-
-
 async def run_listeners(args: argparse.Namespace, meter: Meter) -> dict[str, Any]:
-    container = bench_container(args.queue, args.prefetch, meter)
+    container = counting_container(rabbit_listener(args.queue, id=LISTENER_ID, prefetch=args.prefetch), meter)
     async with running(container, embedded=False, overrides={"listeners.rabbit.url": args.url}) as app:
         await meter.wait(args.timeout)
         options = app.app.listener(LISTENER_ID).endpoint.options
