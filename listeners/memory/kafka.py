@@ -263,13 +263,16 @@ class _Member:
 
     # Settler --------------------------------------------------------------------------------------
 
-    async def ack(self, delivery: Delivery) -> None:
+    def ack_now(self, delivery: Delivery) -> bool:
         state: _Partition = delivery.handle[0]
-        if not state.active:
-            return
-        moved = [state.offsets.finish(offset) for offset in delivery.handle[1]]
-        if any(moved):
-            self._group.commit({(state.topic, state.partition): state.offsets.committable})
+        if state.active:
+            moved = [state.offsets.finish(offset) for offset in delivery.handle[1]]
+            if any(moved):
+                self._group.commit({(state.topic, state.partition): state.offsets.committable})
+        return True
+
+    async def ack(self, delivery: Delivery) -> None:
+        self.ack_now(delivery)
 
     async def release(self, delivery: Delivery) -> None:
         state: _Partition = delivery.handle[0]

@@ -133,9 +133,13 @@ class MemoryRabbitSubscription:
 
     # Settler --------------------------------------------------------------------------------------
 
-    async def ack(self, delivery: Delivery) -> None:
+    def ack_now(self, delivery: Delivery) -> bool:
         consumer, delivery_tag = delivery.handle
         consumer.ack(delivery_tag)
+        return True
+
+    async def ack(self, delivery: Delivery) -> None:
+        self.ack_now(delivery)
 
     async def release(self, delivery: Delivery) -> None:
         consumer, delivery_tag = delivery.handle

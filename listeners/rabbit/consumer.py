@@ -170,6 +170,9 @@ class ChannelConsumer:
 
     # Settler --------------------------------------------------------------------------------------
 
+    def ack_now(self, delivery: Delivery) -> bool:
+        return False  # acknowledgements are coalesced into one basic.ack per event-loop turn
+
     async def ack(self, delivery: Delivery) -> None:
         session: _Session = delivery.handle[0]
         if self._auto_ack:

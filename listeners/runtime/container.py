@@ -14,8 +14,8 @@ import asyncio
 import contextlib
 import logging
 from collections import deque
-from collections.abc import Awaitable, Callable, Coroutine, Hashable
-from typing import Any, Literal
+from collections.abc import Awaitable, Callable, Hashable
+from typing import Literal
 
 from listeners.clock import Clock
 from listeners.message import Message
@@ -68,8 +68,8 @@ class ListenerContainer:
         self._capacity = endpoint.options.max_in_flight
         self._subscription: Subscription | None = None
         self._pending: dict[Delivery, None] = {}  # insertion-ordered: releases go in arrival order
-        self._started: set[Delivery] = set()
-        self._lanes: dict[Hashable, deque[Delivery]] = {}
+        self._lanes: dict[Hashable, _Lane] = {}  # ordered lanes with deliveries waiting, by lane key
+        self._running: set[_Lane] = set()  # every lane whose task runs, ordered or not
         self._tasks: set[asyncio.Task[None]] = set()
         self._space = asyncio.Event()
         self._space.set()
@@ -79,6 +79,7 @@ class ListenerContainer:
         self._changed = asyncio.Event()  # set by a finish while someone drains
         self._draining = 0
         self._stopping = asyncio.Event()
+        self._stop_requested = False  # mirrors _stopping for the per-message check
 
     @property
     def listener_id(self) -> str:
@@ -109,6 +110,7 @@ class ListenerContainer:
             return True
         was_running = self.state == "running"
         self.state = "stopping"
+        self._stop_requested = True
         self._stopping.set()
         self._space.set()
         finished = True
@@ -151,29 +153,33 @@ class ListenerContainer:
 
     def _accept(self, delivery: Delivery) -> None:
         self._pending[delivery] = None
-        lane = self._lane_of(delivery.message)
-        if lane is None:
-            self._started.add(delivery)
-            self._spawn(self._handle(delivery))
+        ordering = self._ordering
+        if ordering == "none":
+            self._spawn_lane(None, _Lane(delivery))
             return
-        queue = self._lanes.get(lane)
-        if queue is not None:
-            queue.append(delivery)
+        message = delivery.message
+        if ordering == "partition":
+            key: Hashable = (message.destination, message.partition)
+        else:
+            key = (message.destination, message.partition, message.key)
+        lane = self._lanes.get(key)
+        if lane is not None:
+            lane.waiting.append(delivery)
             return
-        queue = deque((delivery,))
-        self._lanes[lane] = queue
-        self._spawn(self._run_lane(lane, queue))
+        lane = self._lanes[key] = _Lane(delivery)
+        self._spawn_lane(key, lane)
 
     async def drain(self, matches: Callable[[Message], bool], timeout: float) -> bool:
-        for queue in self._lanes.values():
-            waiting = [delivery for delivery in queue if matches(delivery.message)]
+        for lane in self._lanes.values():
+            waiting = [delivery for delivery in lane.waiting if matches(delivery.message)]
             for delivery in waiting:
-                queue.remove(delivery)
-        for delivery in [d for d in self._pending if d not in self._started and matches(d.message)]:
+                lane.waiting.remove(delivery)
+        started = self._started()
+        for delivery in [d for d in self._pending if d not in started and matches(d.message)]:
             await self._release(delivery, "released before it started")
 
         def settled() -> bool:
-            return not any(matches(delivery.message) for delivery in self._started)
+            return not any(matches(delivery.message) for delivery in self._started())
 
         deadline = asyncio.get_running_loop().time() + timeout
         self._draining += 1
@@ -191,15 +197,12 @@ class ListenerContainer:
 
     # processing -----------------------------------------------------------------------------------
 
-    def _lane_of(self, message: Message) -> Hashable | None:
-        if self._ordering == "partition":
-            return (message.destination, message.partition)
-        if self._ordering == "key":
-            return (message.destination, message.partition, message.key)
-        return None
+    def _started(self) -> set[Delivery]:
+        return {lane.current for lane in self._running if lane.current is not None}
 
-    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
-        task = asyncio.ensure_future(work)
+    def _spawn_lane(self, key: Hashable | None, lane: _Lane) -> None:
+        self._running.add(lane)
+        task = asyncio.ensure_future(self._run_lane(key, lane))
         self._tasks.add(task)
         task.add_done_callback(self._task_done)
 
@@ -208,44 +211,61 @@ class ListenerContainer:
         if not task.cancelled() and task.exception() is not None:
             log.error("listener %s: internal error", self.listener_id, exc_info=task.exception())
 
-    async def _run_lane(self, lane: Hashable, queue: deque[Delivery]) -> None:
-        try:
-            while queue and not self._stopping.is_set():
-                delivery = queue.popleft()
-                self._started.add(delivery)
-                await self._handle(delivery)
-        finally:
-            if self._lanes.get(lane) is queue:
-                del self._lanes[lane]
+    async def _run_lane(self, key: Hashable | None, lane: _Lane) -> None:
+        """Handle the lane's deliveries one after another until none waits (or the listener stops).
 
-    async def _handle(self, delivery: Delivery) -> None:
-        if self._at_most_once:
-            if await self._settle(delivery, Ack(), record=False):
-                self.stats.record(await self._attempt(delivery.message))
-                self._finish(delivery)
-                return
-        else:
-            try:
-                outcome = await self._pipeline(delivery.message)
-            except asyncio.CancelledError:
-                raise
-            except Exception as error:
-                outcome = self._on_error(delivery.message, error)
-            if outcome is ACK:
-                # The common case, kept short: one settle attempt; the general path below retries it.
+        The common outcome (handled, acknowledged without a broker round trip) is settled inline:
+        this loop is every message's path, so it costs no coroutine of its own.
+        """
+        waiting, pipeline, stats = lane.waiting, self._pipeline, self.stats
+        try:
+            while waiting and not self._stop_requested:
+                delivery = lane.current = waiting.popleft()
+                if self._at_most_once:
+                    await self._handle_at_most_once(delivery)
+                    continue
+                message = delivery.message
                 try:
-                    await delivery.settler.ack(delivery)
+                    outcome = await pipeline(message)
                 except asyncio.CancelledError:
                     raise
-                except Exception:
-                    pass
-                else:
-                    self.stats.processed += 1
+                except Exception as error:
+                    outcome = self._on_error(message, error)
+                if outcome is ACK and delivery.settler.ack_now(delivery):
+                    stats.processed += 1
                     self._finish(delivery)
-                    return
-            if await self._settle(delivery, await self._run(delivery, outcome)):
+                else:
+                    await self._conclude(delivery, outcome)
+        finally:
+            lane.current = None
+            self._running.discard(lane)
+            if key is not None and self._lanes.get(key) is lane:
+                del self._lanes[key]
+
+    async def _conclude(self, delivery: Delivery, outcome: Outcome) -> None:
+        """Settle ``outcome`` (after any blocking retries it asks for); release if the listener stops."""
+        if outcome is ACK:
+            # Acknowledging needs the broker: one attempt here, the general path below retries it.
+            try:
+                await delivery.settler.ack(delivery)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                pass
+            else:
+                self.stats.processed += 1
                 self._finish(delivery)
                 return
+        if await self._settle(delivery, await self._run(delivery, outcome)):
+            self._finish(delivery)
+            return
+        await self._release(delivery, "listener stopping before the broker confirmed the settle")
+
+    async def _handle_at_most_once(self, delivery: Delivery) -> None:
+        if await self._settle(delivery, Ack(), record=False):
+            self.stats.record(await self._attempt(delivery.message))
+            self._finish(delivery)
+            return
         await self._release(delivery, "listener stopping before the broker confirmed the settle")
 
     async def _run(self, delivery: Delivery, outcome: Outcome) -> Outcome:
@@ -329,9 +349,9 @@ class ListenerContainer:
         return not self._stopping.is_set()
 
     def _finish(self, delivery: Delivery) -> None:
-        self._pending.pop(delivery, None)
-        self._started.discard(delivery)
-        if len(self._pending) <= self._resume_at:
+        pending = self._pending
+        pending.pop(delivery, None)
+        if len(pending) <= self._resume_at and not self._space.is_set():
             self._space.set()
         if self._draining:
             self._changed.set()
@@ -361,6 +381,16 @@ class ListenerContainer:
             )
         for delivery in abandoned:
             await self._release(delivery, "shutdown timeout")
+
+
+class _Lane:
+    """Deliveries that must run one after another (one partition, or one key), and the one running."""
+
+    __slots__ = ("current", "waiting")
+
+    def __init__(self, first: Delivery) -> None:
+        self.waiting = deque((first,))
+        self.current: Delivery | None = None
 
 
 def _everything(message: Message) -> bool:

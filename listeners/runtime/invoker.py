@@ -46,13 +46,19 @@ class Invoker:
         self._executor = executor
         self._forward = forward
         self._builders = self._argument_builders(plan, codec)
-        # The common handler takes just its payload, first: call it positionally, skip the dict.
-        only_payload = plan.payload_first and len(self._builders) == 1 and plan.is_async
-        self._payload_only = self._builders[0][1] if only_payload else None
+        # The common handler is async and takes just its payload: decode inline, call it positionally.
+        only_payload = plan.payload_first and len(self._builders) == 1 and plan.is_async and not plan.batch
+        self._decode_only = codec.decoder_for(plan.payload_type) if only_payload else None
+        self._payload_type = plan.payload_type
 
     async def __call__(self, message: Message) -> Outcome:
-        if self._payload_only is not None:
-            result = await self._handler(self._payload_only(message))
+        decode = self._decode_only
+        if decode is not None:
+            try:
+                payload = decode(message.body)
+            except Exception as error:
+                raise _decode_error(self._listener_id, self._payload_type, message, error) from error
+            result = await self._handler(payload)
             if result is not None and self._forward is not None:
                 await self._forward(result, message)
             return ACK
@@ -79,17 +85,13 @@ class Invoker:
 
     def _payload_builder(self, codec: Codec, payload_type: Any) -> ArgumentBuilder:
         decode = codec.decoder_for(payload_type)
-        type_name = getattr(payload_type, "__name__", repr(payload_type))
         listener_id = self._listener_id
 
         def payload(message: Message) -> Any:
             try:
                 return decode(message.body)
             except Exception as error:
-                raise MessageDecodeError(
-                    f"listener {listener_id}: cannot decode the payload of {message.describe()} as "
-                    f"{type_name}: {error}"
-                ) from error
+                raise _decode_error(listener_id, payload_type, message, error) from error
 
         return payload
 
@@ -116,6 +118,15 @@ class Invoker:
                 ) from error
 
         return value
+
+
+def _decode_error(
+    listener_id: str, payload_type: Any, message: Message, error: Exception
+) -> MessageDecodeError:
+    type_name = getattr(payload_type, "__name__", repr(payload_type))
+    return MessageDecodeError(
+        f"listener {listener_id}: cannot decode the payload of {message.describe()} as {type_name}: {error}"
+    )
 
 
 def _message(message: Message) -> Message:

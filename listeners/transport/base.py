@@ -96,6 +96,12 @@ class Settler(Protocol):
         """Done: acknowledge, or mark the offset complete for the next commit."""
         ...
 
+    def ack_now(self, delivery: Delivery) -> bool:
+        """Acknowledge at once if that needs no broker round trip (a log transport marks the offset
+        finished for its next commit) and return True; return False, doing nothing, if the caller
+        must await :meth:`ack` instead."""
+        ...
+
     async def release(self, delivery: Delivery) -> None:
         """Give it back unsettled so it is delivered again (RabbitMQ requeue; Kafka: do not commit)."""
         ...

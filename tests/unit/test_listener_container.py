@@ -11,6 +11,8 @@ import asyncio
 from collections.abc import Callable
 from typing import Any
 
+import pytest
+
 from listeners import ManualClock, Message
 from listeners.message import Headers
 from listeners.outcome import ACK, DeadLetter, Defer, Outcome, Retry
@@ -21,9 +23,17 @@ from listeners.transport.base import Delivery, DeliverySink, Endpoint, Envelope,
 
 
 class RecordingSettler:
-    def __init__(self, events: list[str], failing_dead_letters: int = 0) -> None:
+    def __init__(
+        self, events: list[str], failing_dead_letters: int = 0, immediate_acks: bool = False
+    ) -> None:
         self.events = events
         self.failing_dead_letters = failing_dead_letters
+        self.immediate_acks = immediate_acks
+
+    def ack_now(self, delivery: Delivery) -> bool:
+        if self.immediate_acks:
+            self.events.append(f"ack-now {delivery.message.offset}")
+        return self.immediate_acks
 
     async def ack(self, delivery: Delivery) -> None:
         self.events.append(f"ack {delivery.message.offset}")
@@ -272,3 +282,22 @@ async def test_submit_waits_at_the_in_flight_bound() -> None:
     await settled(container)
     assert container.stats.processed == 3
     await container.stop(1)
+
+
+@pytest.mark.parametrize("immediate", [True, False], ids=["ack-now", "awaited-ack"])
+async def test_handled_messages_are_acknowledged_in_lane_order_either_way(immediate: bool) -> None:
+    clock = ManualClock()
+    events: list[str] = []
+    settler = RecordingSettler(events, immediate_acks=immediate)
+
+    async def pipeline(message: Message) -> Outcome:
+        events.append(f"handle {message.offset}")
+        return ACK
+
+    container = await started(pipeline, clock)
+    for offset in range(3):
+        await container.submit(delivery(offset, settler))
+    await settled(container)
+    ack = "ack-now" if immediate else "ack"
+    assert events == [f"{step} {offset}" for offset in range(3) for step in ("handle", ack)]
+    assert container.stats.processed == 3

@@ -57,7 +57,7 @@ class ConsumeSuite(TransportConfig):
         async with self.run(handlers) as app:
             for number in range(60):
                 await self.publish(app, source, number, key=str(number % 7))
-            await app.wait_for(lambda: len(handlers.seen) >= 60)
+            await app.wait_for(lambda: len(handlers.seen) >= 60, timeout=60)
             await app.wait_for(lambda: app.stats("events").processed == 60)
         assert sorted(handlers.seen) == list(range(60))
 
