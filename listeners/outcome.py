@@ -29,13 +29,16 @@ class Retry:
     """Run the message again after ``delay`` seconds as attempt ``next_attempt``.
 
     ``blocking`` retries in place (the ordering lane waits); otherwise the transport republishes the
-    message to a retry destination and acknowledges the original.
+    message to a retry destination and acknowledges the original. ``tier`` is the back-off delay before
+    jitter, which names the delay tier a non-blocking retry waits in; None when a handler asked for
+    its own delay (:class:`~listeners.exceptions.RetryLater`).
     """
 
     delay: float
     next_attempt: int
     error: BaseException
     blocking: bool = True
+    tier: float | None = None
 
 
 @dataclass(frozen=True, slots=True)

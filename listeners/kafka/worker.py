@@ -31,6 +31,7 @@ from listeners.exceptions import TransportUnavailableError
 from listeners.kafka.config import KafkaConfig
 from listeners.kafka.errors import translate
 from listeners.message import EMPTY_HEADERS, Headers, Message, batch_message
+from listeners.outcome import Retry
 from listeners.retry.backoff import BackOffPolicy
 from listeners.runtime.offsets import PartitionOffsets
 from listeners.transport.base import Delivery, DeliverySink, Endpoint
@@ -364,9 +365,7 @@ class ConsumerWorker(ConsumerRebalanceListener):  # type: ignore[misc]
         await self._transport.publish_many(envelopes)
         await self.ack(delivery)
 
-    async def retry_later(
-        self, delivery: Delivery, delay: float, next_attempt: int, error: BaseException
-    ) -> None:
+    async def retry_later(self, delivery: Delivery, retry: Retry) -> None:
         raise TransportUnavailableError("non-blocking retries through retry topics are not available yet")
 
 

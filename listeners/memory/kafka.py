@@ -21,6 +21,7 @@ from listeners.exceptions import TransportUnavailableError
 from listeners.memory.broker import MemoryBroker
 from listeners.memory.log import LogRecord, MemoryGroup, TopicPartition
 from listeners.message import Headers, Message, batch_message
+from listeners.outcome import Retry
 from listeners.runtime.offsets import PartitionOffsets
 from listeners.spec import TransportKind
 from listeners.transport.base import Delivery, DeliverySink, Endpoint, Envelope, PublishReceipt
@@ -292,7 +293,5 @@ class _Member:
             )
         await self.ack(delivery)
 
-    async def retry_later(
-        self, delivery: Delivery, delay: float, next_attempt: int, error: BaseException
-    ) -> None:
+    async def retry_later(self, delivery: Delivery, retry: Retry) -> None:
         raise TransportUnavailableError("non-blocking retries through retry topics are not available yet")

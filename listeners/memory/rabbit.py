@@ -16,6 +16,7 @@ from listeners.exceptions import TransportUnavailableError
 from listeners.memory.amqp import AmqpMessage, QueueConsumer
 from listeners.memory.broker import MemoryBroker
 from listeners.message import Headers, Message
+from listeners.outcome import Retry
 from listeners.spec import TransportKind
 from listeners.transport.base import Delivery, DeliverySink, Endpoint, Envelope, PublishReceipt
 
@@ -153,7 +154,5 @@ class MemoryRabbitSubscription:
         await self._transport.publish(envelope)
         await self.ack(delivery)
 
-    async def retry_later(
-        self, delivery: Delivery, delay: float, next_attempt: int, error: BaseException
-    ) -> None:
+    async def retry_later(self, delivery: Delivery, retry: Retry) -> None:
         raise TransportUnavailableError("non-blocking retries through delay queues are not available yet")

@@ -24,6 +24,7 @@ from aiormq.abc import DeliveredMessage
 from listeners.deadletter.envelopes import rabbit_dead_letter
 from listeners.exceptions import TransportUnavailableError
 from listeners.message import Headers, Message
+from listeners.outcome import Retry
 from listeners.rabbit.acks import ChannelAcks
 from listeners.rabbit.amqp import header_pairs_from_table, timestamp_seconds
 from listeners.rabbit.connection import RabbitConnection
@@ -215,7 +216,5 @@ class ChannelConsumer:
         await self._transport.publish(envelope)
         await self.ack(delivery)
 
-    async def retry_later(
-        self, delivery: Delivery, delay: float, next_attempt: int, error: BaseException
-    ) -> None:
+    async def retry_later(self, delivery: Delivery, retry: Retry) -> None:
         raise TransportUnavailableError("non-blocking retries through delay queues are not available yet")

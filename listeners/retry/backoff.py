@@ -28,14 +28,18 @@ class BackOffPolicy:
     def from_spec(cls, spec: Backoff) -> BackOffPolicy:
         return cls(initial=spec.delay, multiplier=spec.multiplier, maximum=spec.max_delay, jitter=spec.jitter)
 
-    def delay(self, failed_attempts: int) -> float:
-        """Seconds to wait after ``failed_attempts`` (>= 1) failures."""
+    def base_delay(self, failed_attempts: int) -> float:
+        """The delay after ``failed_attempts`` (>= 1) failures before jitter: what names a delay tier."""
         exponent = max(0, failed_attempts - 1)
         try:
             grown = self.initial * self.multiplier**exponent
         except OverflowError:  # after ~1000 doublings; the cap applies long before
             grown = self.maximum
-        base = min(self.maximum, grown)
+        return min(self.maximum, grown)
+
+    def delay(self, failed_attempts: int) -> float:
+        """Seconds to wait after ``failed_attempts`` (>= 1) failures."""
+        base = self.base_delay(failed_attempts)
         if self.jitter and base > 0:
             base *= 1.0 + self.jitter * (2.0 * self.rng.random() - 1.0)
         return max(0.0, min(self.maximum, base))

@@ -53,8 +53,10 @@ class ErrorHandler:
         """The outcome for ``message`` whose attempt failed with ``error``."""
         retryable = self._classifier.is_retryable(error)
         if retryable and message.attempt < self._attempts:
+            tier = None
             delay = error.delay if isinstance(error, RetryLater) and error.delay is not None else None
             if delay is None:
+                tier = self._backoff.base_delay(message.attempt)
                 delay = self._backoff.delay(message.attempt)
             log.warning(
                 "listener %s: attempt %d/%d failed for %s, retrying in %.3gs: %s: %s",
@@ -66,7 +68,7 @@ class ErrorHandler:
                 type(error).__name__,
                 error,
             )
-            return Retry(delay=delay, next_attempt=message.attempt + 1, error=error, blocking=self._blocking)
+            return Retry(delay, message.attempt + 1, error, blocking=self._blocking, tier=tier)
         reason = "attempts exhausted" if retryable else "not retryable"
         if self._dead_letter:
             log.error(

@@ -330,7 +330,7 @@ class ListenerContainer:
         if isinstance(outcome, DeadLetter):
             return settler.dead_letter(delivery, outcome.error)
         if isinstance(outcome, Retry):
-            return settler.retry_later(delivery, outcome.delay, outcome.next_attempt, outcome.error)
+            return settler.retry_later(delivery, outcome)
         if isinstance(outcome, Release):
             return settler.release(delivery)
         raise TypeError(f"outcome {outcome!r} cannot be settled by a transport")

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from listeners.message import HeaderPairs, Message
+from listeners.outcome import Retry
 from listeners.spec import ListenerOptions, TransportKind
 
 
@@ -110,10 +111,9 @@ class Settler(Protocol):
         """Publish the original to the dead-letter destination (confirmed), then acknowledge it."""
         ...
 
-    async def retry_later(
-        self, delivery: Delivery, delay: float, next_attempt: int, error: BaseException
-    ) -> None:
-        """Republish for a later attempt through the broker (confirmed), then acknowledge it."""
+    async def retry_later(self, delivery: Delivery, retry: Retry) -> None:
+        """Republish for attempt ``retry.next_attempt`` after ``retry.delay`` through the broker's delay
+        tiers (confirmed), then acknowledge it."""
         ...
 
 

@@ -48,10 +48,8 @@ class RecordingSettler:
             raise ConnectionError("dead-letter topic unavailable")
         self.events.append(f"dead-letter {delivery.message.offset}")
 
-    async def retry_later(
-        self, delivery: Delivery, delay: float, next_attempt: int, error: BaseException
-    ) -> None:
-        self.events.append(f"retry-later {delivery.message.offset} in {delay}")
+    async def retry_later(self, delivery: Delivery, retry: Retry) -> None:
+        self.events.append(f"retry-later {delivery.message.offset} in {retry.delay}")
 
 
 class IdleSubscription:
