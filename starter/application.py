@@ -201,9 +201,6 @@ def _error_handling_options(options: ListenerOptions) -> ListenerOptions:
         # Acknowledged before the handler runs: a failure can be neither retried nor dead-lettered.
         dead_letter = options.dead_letter.model_copy(update={"enabled": False})
         return options.model_copy(update={"retry": Retry(attempts=1), "dead_letter": dead_letter})
-    if options.retry.mode == "non-blocking":
-        # Not available yet (noted at startup and in `listeners list`): retry in place instead.
-        return options.model_copy(update={"retry": options.retry.model_copy(update={"mode": "blocking"})})
     return options
 
 

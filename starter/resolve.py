@@ -145,11 +145,6 @@ def _not_yet_honoured(
         )
     elif any(path.startswith("idempotency") for path in sources):
         notes.append("idempotency options are set but not honoured yet (idempotency stores are planned)")
-    if options.retry.mode == "non-blocking":
-        notes.append(
-            "retry.mode non-blocking is not honoured yet: retries run blocking, in place "
-            "(retry topics / delay queues are planned)"
-        )
     return tuple(notes)
 
 

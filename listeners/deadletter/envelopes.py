@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from listeners.deadletter.headers import kafka_dead_letter_headers, rabbit_dead_letter_headers
+from listeners.deadletter.headers import Origin, kafka_dead_letter_headers, rabbit_dead_letter_headers
 from listeners.deadletter.naming import kafka_dead_letter_topic, rabbit_dead_letter_queue
 from listeners.message import Message
+from listeners.retry.destinations import kafka_source_topic
+from listeners.retry.kafka_wire import retry_state
 from listeners.transport.base import Endpoint, Envelope
 
 
@@ -13,14 +15,29 @@ def kafka_dead_letter(
 ) -> Envelope:
     """``<topic>-dlt`` record: original key and value, original headers then ``kafka_dlt-*``.
 
-    It goes to the original partition when the dead-letter topic has it (``partitions``), else the
-    key decides, as Spring's default destination resolver does.
+    A record from a retry topic goes to its source topic's dead-letter topic, and the
+    ``kafka_dlt-original-*`` headers describe the record that first failed there. It goes to the
+    record's partition when the dead-letter topic has it (``partitions``), else the key decides, as
+    Spring's default destination resolver does.
     """
+    retried = retry_state(message.headers)
+    origin = None
+    if retried.original_topic is not None:
+        origin = Origin(
+            retried.original_topic,
+            retried.original_partition or 0,
+            retried.original_offset or 0,
+            retried.original_timestamp_ms or 0,
+        )
     headers = kafka_dead_letter_headers(
-        message, error, group_id=endpoint.group_id, max_stacktrace=endpoint.options.dead_letter.max_stacktrace
+        message,
+        error,
+        group_id=endpoint.group_id,
+        max_stacktrace=endpoint.options.dead_letter.max_stacktrace,
+        origin=origin,
     )
     partition = message.partition if message.partition in partitions else None
-    topic = kafka_dead_letter_topic(endpoint, message.destination)
+    topic = kafka_dead_letter_topic(endpoint, kafka_source_topic(message.destination, retried.original_topic))
     return Envelope(topic, message.body, key=message.key, headers=headers, partition=partition)
 
 

@@ -14,6 +14,7 @@ RabbitMQ (Spring AMQP ``RepublishMessageRecoverer``): ``x-exception-message``,
 from __future__ import annotations
 
 import traceback
+from dataclasses import dataclass
 
 from listeners.message import HeaderPairs, Message
 from listeners.retry.classifier import cause_chain
@@ -50,16 +51,39 @@ def stacktrace(error: BaseException, limit: int) -> str:
     return encoded[:limit].decode("utf-8", errors="ignore")
 
 
+@dataclass(frozen=True, slots=True)
+class Origin:
+    """The record a dead letter stands for: the one that first failed, before any retry topic."""
+
+    topic: str
+    partition: int
+    offset: int
+    timestamp_ms: int
+
+    @classmethod
+    def of(cls, message: Message) -> Origin:
+        timestamp_ms = int((message.timestamp or 0.0) * 1000)
+        return cls(message.destination, message.partition or 0, message.offset or 0, timestamp_ms)
+
+
 def kafka_dead_letter_headers(
-    message: Message, error: BaseException, *, group_id: str, max_stacktrace: int
+    message: Message,
+    error: BaseException,
+    *,
+    group_id: str,
+    max_stacktrace: int,
+    origin: Origin | None = None,
 ) -> HeaderPairs:
-    """The original headers followed by Spring's ``kafka_dlt-*`` headers for ``message``."""
-    timestamp_ms = int((message.timestamp or 0.0) * 1000)
+    """The original headers followed by Spring's ``kafka_dlt-*`` headers for ``message``.
+
+    ``origin`` (default: the message itself) is what the ``kafka_dlt-original-*`` headers describe.
+    """
+    origin = origin or Origin.of(message)
     added: list[tuple[str, bytes]] = [
-        ("kafka_dlt-original-topic", message.destination.encode()),
-        ("kafka_dlt-original-partition", int32(message.partition or 0)),
-        ("kafka_dlt-original-offset", int64(message.offset or 0)),
-        ("kafka_dlt-original-timestamp", int64(timestamp_ms)),
+        ("kafka_dlt-original-topic", origin.topic.encode()),
+        ("kafka_dlt-original-partition", int32(origin.partition)),
+        ("kafka_dlt-original-offset", int64(origin.offset)),
+        ("kafka_dlt-original-timestamp", int64(origin.timestamp_ms)),
         ("kafka_dlt-original-timestamp-type", b"CreateTime"),
         ("kafka_dlt-original-consumer-group", group_id.encode()),
         ("kafka_dlt-exception-fqcn", exception_fqcn(error).encode()),

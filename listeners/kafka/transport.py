@@ -16,6 +16,7 @@ from listeners.kafka.clients import common_options, consumer_options, producer_o
 from listeners.kafka.config import KafkaConfig
 from listeners.kafka.errors import translate
 from listeners.kafka.worker import ConsumerWorker
+from listeners.retry.destinations import kafka_retry_topics
 from listeners.spec import TransportKind
 from listeners.transport.base import DeliverySink, Endpoint, Envelope, PublishReceipt
 
@@ -100,7 +101,8 @@ class KafkaTransport:
     # topology -------------------------------------------------------------------------------------
 
     async def declare(self, endpoint: Endpoint) -> None:
-        """With provisioning on: create missing source topics, and dead-letter topics as wide as them."""
+        """With provisioning on: create missing source topics, and their retry topics (non-blocking
+        retries) and dead-letter topic as wide as them."""
         provisioning = self.config.provisioning
         if not provisioning.enabled:
             return
@@ -114,14 +116,24 @@ class KafkaTransport:
                 if topic not in existing
             ]
             await self._create(admin, wanted)
-            if endpoint.options.dead_letter.enabled:
-                widths = await self._widths(admin, endpoint.sources)
-                dead_letters = [
-                    NewTopic(dlt, widths.get(topic, provisioning.partitions), provisioning.replication_factor)
-                    for topic in endpoint.sources
-                    if (dlt := kafka_dead_letter_topic(endpoint, topic)) not in existing
+            dead_letters = endpoint.options.dead_letter.enabled
+            derived = {
+                topic: [
+                    *kafka_retry_topics(endpoint.options, topic),
+                    *([kafka_dead_letter_topic(endpoint, topic)] if dead_letters else []),
                 ]
-                await self._create(admin, dead_letters)
+                for topic in endpoint.sources
+            }
+            if any(derived.values()):
+                widths = await self._widths(admin, endpoint.sources)
+                replicas = provisioning.replication_factor
+                followers = [
+                    NewTopic(name, widths.get(topic, provisioning.partitions), replicas)
+                    for topic, names in derived.items()
+                    for name in names
+                    if name not in existing
+                ]
+                await self._create(admin, followers)
         except TransportError:
             raise
         except Exception as error:

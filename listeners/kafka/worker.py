@@ -8,6 +8,11 @@ handlers (aiokafka#848); it resumes once there is room. Offsets are committed ex
 ``{tp: contiguous finished offset}``: every ``commit_interval`` or after ``commit_count`` finished
 records, on revoke (after draining that partition's in-flight records within ``revoke_timeout``),
 and before the consumer stops.
+
+Non-blocking retries go through Spring Kafka's retry topics (``<topic>-retry-<delayMs>``), which a
+non-blocking listener consumes besides its own topics. A retry-topic record runs no earlier than the
+due time in its ``retry_topic-backoff-timestamp`` header: its partition is paused at that record
+until then (other partitions keep flowing) and resumed by the fetch loop once it is due.
 """
 
 from __future__ import annotations
@@ -27,14 +32,22 @@ from aiokafka.structs import ConsumerRecord
 
 from listeners.deadletter.envelopes import kafka_dead_letter
 from listeners.deadletter.naming import kafka_dead_letter_topic
-from listeners.exceptions import TransportUnavailableError
 from listeners.kafka.config import KafkaConfig
 from listeners.kafka.errors import translate
 from listeners.message import EMPTY_HEADERS, Headers, Message, batch_message
 from listeners.outcome import Retry
 from listeners.retry.backoff import BackOffPolicy
+from listeners.retry.destinations import (
+    delay_ms,
+    kafka_retry_topic,
+    kafka_retry_topics,
+    kafka_source_topic,
+    retry_tiers,
+    tier_for,
+)
+from listeners.retry.kafka_wire import retry_headers, retry_state
 from listeners.runtime.offsets import PartitionOffsets
-from listeners.transport.base import Delivery, DeliverySink, Endpoint
+from listeners.transport.base import Delivery, DeliverySink, Endpoint, Envelope
 
 if TYPE_CHECKING:
     from listeners.kafka.transport import KafkaTransport
@@ -88,6 +101,11 @@ class ConsumerWorker(ConsumerRebalanceListener):  # type: ignore[misc]
         self._group_id = endpoint.group_id
         self._listener_id = endpoint.listener_id
         self._paused_by_us: set[TopicPartition] = set()
+        self._tiers = retry_tiers(endpoint.options)
+        self._retry_topics = frozenset(
+            topic for source in endpoint.sources for topic in kafka_retry_topics(endpoint.options, source)
+        )
+        self._waiting_until: dict[TopicPartition, float] = {}  # retry partitions paused until due
         self._last_commit = 0.0
         self._last_poll = 0.0
         self._finished_since_commit = 0
@@ -103,9 +121,12 @@ class ConsumerWorker(ConsumerRebalanceListener):  # type: ignore[misc]
             raise translate(error, f"starting a consumer of listener {self._endpoint.listener_id}") from error
         pattern = self._endpoint.options.topic_pattern
         if pattern:
+            if self._tiers:  # the retry topics of every matching topic too
+                pattern = rf"(?:{pattern})(?:-retry-\d+)?$"
             self._consumer.subscribe(pattern=pattern, listener=self)
         else:
-            self._consumer.subscribe(topics=list(self._endpoint.sources), listener=self)
+            topics = [*self._endpoint.sources, *sorted(self._retry_topics)]
+            self._consumer.subscribe(topics=topics, listener=self)
         self._fetching = True
         self._task = asyncio.ensure_future(self._fetch_loop())
 
@@ -148,6 +169,8 @@ class ConsumerWorker(ConsumerRebalanceListener):  # type: ignore[misc]
                 await asyncio.sleep(delay)
 
     async def _poll_once(self) -> None:
+        if self._waiting_until:
+            self._resume_due()
         await self._hand_out()
         interval = self._config.poll_timeout
         limit = self._config.max_poll_records
@@ -191,13 +214,21 @@ class ConsumerWorker(ConsumerRebalanceListener):  # type: ignore[misc]
             state = self._hold(run.tp, records[run.next].offset)
             if state is not None:  # else revoked while waiting: dropped, uncommitted
                 start = state.offsets.start
+                delayed = self._is_delayed(run.tp)
                 for index in range(run.next, len(records)):
                     record = records[index]
                     offset = record.offset
-                    if not offer(Delivery(message_of(record), self, (state, offset))):
+                    message = message_of(record)
+                    if delayed and self._wait_until_due(run.tp, message):
+                        backlog = self._backlog  # the partition waits from this record on; its runs left
+                        break
+                    if not offer(Delivery(message, self, (state, offset))):
                         run.next = index
                         return  # at the bound, or stopping: the rest waits, unstarted and uncommitted
                     start(offset)
+                else:
+                    backlog.popleft()
+                continue
             backlog.popleft()
 
     async def _hand_out_batch(self) -> None:
@@ -228,18 +259,42 @@ class ConsumerWorker(ConsumerRebalanceListener):  # type: ignore[misc]
 
     def _resume(self) -> None:
         if self._paused_by_us:
-            still = self._paused_by_us & self._assigned
+            still = (self._paused_by_us & self._assigned) - self._waiting_until.keys()
             if still:
                 self._consumer.resume(*still)
             self._paused_by_us.clear()
 
+    # retry topics ---------------------------------------------------------------------------------
+
+    def _is_delayed(self, tp: TopicPartition) -> bool:
+        return bool(self._tiers) and (tp.topic in self._retry_topics or _looks_like_retry_topic(tp.topic))
+
+    def _wait_until_due(self, tp: TopicPartition, message: Message) -> bool:
+        """If ``message`` is not due yet: pause its partition at it until it is, and return True."""
+        due_ms = retry_state(message.headers).due_ms
+        if due_ms is None or due_ms <= time.time() * 1000:
+            return False
+        self._waiting_until[tp] = due_ms / 1000
+        self._consumer.pause(tp)
+        self._consumer.seek(tp, message.offset)
+        self._backlog = deque(run for run in self._backlog if run.tp != tp)
+        return True
+
+    def _resume_due(self) -> None:
+        now = time.time()
+        due = [tp for tp, until in self._waiting_until.items() if until <= now]
+        for tp in due:
+            del self._waiting_until[tp]
+            if tp in self._assigned and tp not in self._paused_by_us:
+                self._consumer.resume(tp)
+
     def _message(self, record: ConsumerRecord[bytes, bytes]) -> Message:
-        headers = record.headers
+        headers = Headers(tuple(record.headers)) if record.headers else EMPTY_HEADERS
         timestamp = record.timestamp
         # Positional: keyword arguments cost a measurable share of the per-record budget here.
         return Message(
             record.value or b"",
-            Headers(tuple(headers)) if headers else EMPTY_HEADERS,
+            headers,
             record.topic,
             self._listener_id,
             "kafka",
@@ -247,7 +302,7 @@ class ConsumerWorker(ConsumerRebalanceListener):  # type: ignore[misc]
             record.partition,
             record.offset,
             timestamp / 1000 if timestamp is not None else None,
-            1,  # attempt
+            retry_state(headers).attempt if headers.pairs else 1,
             None,  # exchange
             None,  # routing_key
             False,  # redelivered
@@ -320,6 +375,8 @@ class ConsumerWorker(ConsumerRebalanceListener):  # type: ignore[misc]
         for state in states:
             state.active = False
         self._paused_by_us -= revoked
+        for tp in revoked:
+            self._waiting_until.pop(tp, None)
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
         self._assigned |= set(assigned)
@@ -359,14 +416,35 @@ class ConsumerWorker(ConsumerRebalanceListener):  # type: ignore[misc]
     async def dead_letter(self, delivery: Delivery, error: BaseException) -> None:
         envelopes = []
         for message in delivery.message.records:
-            topic = kafka_dead_letter_topic(self._endpoint, message.destination)
-            partitions = await self._transport.partitions_for(topic)
+            source = kafka_source_topic(message.destination, retry_state(message.headers).original_topic)
+            partitions = await self._transport.partitions_for(kafka_dead_letter_topic(self._endpoint, source))
             envelopes.append(kafka_dead_letter(self._endpoint, message, error, partitions))
         await self._transport.publish_many(envelopes)
         await self.ack(delivery)
 
     async def retry_later(self, delivery: Delivery, retry: Retry) -> None:
-        raise TransportUnavailableError("non-blocking retries through retry topics are not available yet")
+        """Republish to the retry topic of the record's source topic (confirmed), then mark it finished."""
+        tier = delay_ms(retry.tier) if retry.tier is not None else -1
+        if tier not in self._tiers:  # a handler's own delay: the longest tier within it
+            tier = tier_for(self._tiers, delay_ms(retry.delay))
+        due_ms = int((time.time() + retry.delay) * 1000)
+        envelopes = []
+        for message in delivery.message.records:
+            source = kafka_source_topic(message.destination, retry_state(message.headers).original_topic)
+            topic = kafka_retry_topic(source, tier)
+            partitions = await self._transport.partitions_for(topic)
+            headers = retry_headers(message, retry.error, next_attempt=retry.next_attempt, due_ms=due_ms)
+            partition = message.partition if message.partition in partitions else None
+            envelopes.append(
+                Envelope(topic, message.body, key=message.key, headers=headers, partition=partition)
+            )
+        await self._transport.publish_many(envelopes)
+        await self.ack(delivery)
+
+
+def _looks_like_retry_topic(topic: str) -> bool:
+    """A pattern subscription's retry topics are not known in advance."""
+    return kafka_source_topic(topic) != topic
 
 
 def _names(partitions: Iterable[TopicPartition]) -> str:

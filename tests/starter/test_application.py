@@ -274,7 +274,6 @@ async def test_startup_and_shutdown_are_logged_per_listener_with_what_is_not_hon
         m.startswith("listener logged started: transport=kafka topics=logged group=logged") for m in messages
     )
     assert "listener logged: idempotency_key is declared but not honoured yet" in "\n".join(messages)
-    assert "listener logged: retry.mode non-blocking is not honoured yet" in "\n".join(messages)
     assert any(m.startswith("listener logged stopped: processed=1 failed=0") for m in messages)
 
 
