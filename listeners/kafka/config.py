@@ -59,7 +59,7 @@ class KafkaProducerConfig(KafkaSection):
 
 
 class KafkaProvisioning(KafkaSection):
-    """``listeners.kafka.provisioning``: create missing listener and dead-letter topics at startup."""
+    """``listeners.kafka.provisioning``: create missing listener, retry and dead-letter topics at startup."""
 
     enabled: bool = False
     partitions: int = Field(default=3, ge=1)

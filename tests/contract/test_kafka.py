@@ -7,6 +7,7 @@ import pytest
 from tests.contract.configs import KafkaConfig
 from tests.contract.suites.batch import BatchSuite
 from tests.contract.suites.consume import ConsumeSuite
+from tests.contract.suites.nonblocking import NonBlockingRetrySuite
 from tests.contract.suites.ordering import OrderingSuite
 from tests.contract.suites.retry import RetrySuite
 from tests.contract.suites.stop import StopSuite
@@ -31,4 +32,8 @@ class TestKafkaStop(KafkaConfig, StopSuite):
 
 
 class TestKafkaBatch(KafkaConfig, BatchSuite):
+    pass
+
+
+class TestKafkaNonBlockingRetry(KafkaConfig, NonBlockingRetrySuite):
     pass
