@@ -106,5 +106,14 @@ def rabbit_dead_letter_headers(message: Message, error: BaseException, *, max_st
         "x-original-routingKey": (message.routing_key or "").encode(),
         "retry-count": str(message.attempt).encode(),
     }
-    kept = tuple((name, value) for name, value in message.headers.pairs if name not in replaced)
+    kept = tuple(
+        (name, value)
+        for name, value in message.headers.pairs
+        if name not in replaced and not name.startswith(_BROKER_DEATH_HEADERS)
+    )
     return (*kept, *replaced.items())
+
+
+_BROKER_DEATH_HEADERS = ("x-death", "x-first-death-", "x-last-death-")
+"""Written by RabbitMQ when a delay tier dead-letters a message back; meaningless on a dead letter
+(and a client cannot write them back as the tables they were)."""

@@ -1,17 +1,30 @@
-"""The embedded broker's RabbitMQ side: exchanges, queues, bindings, competing consumers, acks."""
+"""The embedded broker's RabbitMQ side: exchanges, queues, bindings, competing consumers, acks.
+
+Queues honour ``x-message-ttl`` with ``x-dead-letter-exchange`` (and ``x-dead-letter-routing-key``)
+as RabbitMQ does for delay tiers: a message left in such a queue for the TTL is moved to the
+dead-letter exchange with that routing key (else its own). Expiry runs a timer per message on the
+broker's clock (RabbitMQ expires from the head of the queue; with one TTL per queue the order is the
+same); a message a consumer holds when its time is up is not expired.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import itertools
+import logging
 from collections import deque
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
+from typing import Any
 
 from listeners.exceptions import TransportError, UnroutableError
 from listeners.message import HeaderPairs
 from listeners.spec import ExchangeType
 
 DEFAULT_EXCHANGE = ""
+Scheduler = Callable[[float, Callable[[], object]], None]
+
+log = logging.getLogger("listeners.memory")
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,19 +73,49 @@ class _Exchange:
 class MemoryQueue:
     """A FIFO queue with competing consumers pulling within their prefetch."""
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, arguments: Mapping[str, Any] | None = None) -> None:
         self.name = name
         self.messages: deque[AmqpMessage] = deque()
         self._changed = asyncio.Event()
         self.consumers: list[QueueConsumer] = []
         self.single_active = False
+        self.arguments: dict[str, Any] | None = None
+        self.ttl: float | None = None  # seconds; set with a dead-letter exchange only
+        self.dead_letter_exchange: str | None = None
+        self.dead_letter_routing_key: str | None = None
+        self.on_put: Callable[[MemoryQueue, AmqpMessage], None] | None = None
+        if arguments is not None:
+            self.configure(arguments)
+
+    def configure(self, arguments: Mapping[str, Any]) -> None:
+        """Take the declared arguments; the TTL-to-dead-letter ones are honoured."""
+        self.arguments = dict(arguments)
+        ttl = arguments.get("x-message-ttl")
+        exchange = arguments.get("x-dead-letter-exchange")
+        routing_key = arguments.get("x-dead-letter-routing-key")
+        if ttl is not None and (not isinstance(ttl, int) or isinstance(ttl, bool) or ttl < 0):
+            raise TransportError(f"queue {self.name!r}: x-message-ttl must be a non-negative integer (ms)")
+        self.ttl = ttl / 1000 if ttl is not None and exchange is not None else None
+        self.dead_letter_exchange = None if exchange is None else str(exchange)
+        self.dead_letter_routing_key = None if routing_key is None else str(routing_key)
 
     def put(self, message: AmqpMessage, *, front: bool = False) -> None:
         if front:
             self.messages.appendleft(message)
         else:
             self.messages.append(message)
+        if self.ttl is not None and self.on_put is not None:
+            self.on_put(self, message)
         self.notify()
+
+    def take(self, message: AmqpMessage) -> bool:
+        """Remove ``message`` (this very object) if it is still waiting in the queue."""
+        for index, held in enumerate(self.messages):
+            if held is message:
+                del self.messages[index]
+                self.notify()
+                return True
+        return False
 
     def notify(self) -> None:
         self._changed.set()
@@ -144,10 +187,12 @@ class QueueConsumer:
 class MemoryAmqp:
     """Exchanges (direct, topic, fanout), queues and bindings; the default exchange routes by queue name."""
 
-    def __init__(self) -> None:
+    def __init__(self, schedule: Scheduler | None = None) -> None:
         self._exchanges: dict[str, _Exchange] = {}
         self.queues: dict[str, MemoryQueue] = {}
         self._consumer_tags = itertools.count(1)
+        self.schedule: Scheduler | None = schedule
+        """Runs an action after a delay on the broker's clock (message TTLs); the loop's timer if unset."""
 
     def declare_exchange(self, name: str, type: ExchangeType) -> None:
         if type == "headers":
@@ -160,10 +205,48 @@ class MemoryAmqp:
                 f"exchange {name!r} exists with type {existing.type!r}; cannot redeclare it as {type!r}"
             )
 
-    def declare_queue(self, name: str) -> MemoryQueue:
-        if name not in self.queues:
-            self.queues[name] = MemoryQueue(name)
-        return self.queues[name]
+    def declare_queue(self, name: str, arguments: Mapping[str, Any] | None = None) -> MemoryQueue:
+        """The queue ``name``, created if needed. ``arguments`` (None: whatever it has) must match those
+        it was declared with before, as RabbitMQ requires."""
+        queue = self.queues.get(name)
+        if queue is None:
+            queue = self.queues[name] = MemoryQueue(name)
+            queue.on_put = self._expire_later
+        if arguments is not None:
+            if queue.arguments is None:
+                queue.configure(arguments)
+            elif queue.arguments != dict(arguments):
+                raise TransportError(
+                    f"queue {name!r} exists with other arguments than declared: "
+                    f"{queue.arguments!r} != {dict(arguments)!r}"
+                )
+        return queue
+
+    def _expire_later(self, queue: MemoryQueue, message: AmqpMessage) -> None:
+        delay = queue.ttl or 0.0
+        if self.schedule is not None:
+            self.schedule(delay, lambda: self._expire(queue, message))
+        else:
+            asyncio.get_running_loop().call_later(delay, self._expire, queue, message)
+
+    def _expire(self, queue: MemoryQueue, message: AmqpMessage) -> None:
+        """The TTL of ``message`` ran out: dead-letter it if it is still waiting in ``queue``."""
+        if self.queues.get(queue.name) is not queue or not queue.take(message):
+            return
+        exchange = queue.dead_letter_exchange
+        if exchange is None:
+            return
+        routing_key = queue.dead_letter_routing_key
+        moved = replace(
+            message,
+            exchange=exchange,
+            routing_key=message.routing_key if routing_key is None else routing_key,
+            redelivered=False,
+        )
+        try:
+            self.publish(moved)
+        except TransportError as error:  # RabbitMQ drops a dead letter it cannot route
+            log.warning("queue %r: expired message dropped, dead-lettering failed: %s", queue.name, error)
 
     def check_exists(self, listener_id: str, queue: str, exchange: str | None) -> None:
         """``declare: false``: the queue (and exchange) must exist already."""

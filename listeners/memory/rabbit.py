@@ -4,19 +4,26 @@ A listener declares its queue, and with ``exchange`` the exchange and bindings, 
 ``concurrency`` consumers pulls within ``prefetch`` unacknowledged messages. A delivery is settled
 once: a second ack or a late ack after the channel closed is ignored, as the broker would have
 requeued the message already.
+
+Non-blocking retries go through delay-tier queues as on RabbitMQ (see :mod:`listeners.rabbit.retry`):
+the message is republished to ``<queue>.retry.<ms>``, whose ``x-message-ttl`` moves it back to the
+work queue on the broker's clock, and acknowledged only then. Jitter is not applied: a tier waits
+exactly its TTL.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+from dataclasses import replace
 
 from listeners.deadletter.envelopes import rabbit_dead_letter
-from listeners.exceptions import TransportUnavailableError
-from listeners.memory.amqp import AmqpMessage, QueueConsumer
+from listeners.memory.amqp import DEFAULT_EXCHANGE, AmqpMessage, QueueConsumer
 from listeners.memory.broker import MemoryBroker
 from listeners.message import Headers, Message
 from listeners.outcome import Retry
+from listeners.rabbit.retry import RETRY_COUNT, restore_retried, retry_headers, tier_ms, tier_queue_arguments
+from listeners.retry.destinations import rabbit_retry_queue, retry_tiers
 from listeners.spec import TransportKind
 from listeners.transport.base import Delivery, DeliverySink, Endpoint, Envelope, PublishReceipt
 
@@ -29,6 +36,8 @@ class MemoryRabbitTransport:
 
     def __init__(self, broker: MemoryBroker) -> None:
         self.broker = broker
+        if broker.amqp.schedule is None:
+            broker.amqp.schedule = broker.schedule  # queue TTLs run on the broker's clock
 
     async def start(self) -> None:
         return None
@@ -59,10 +68,15 @@ class MemoryRabbitTransport:
     async def declare(self, endpoint: Endpoint) -> None:
         options = endpoint.options
         amqp = self.broker.amqp
+        tiers = retry_tiers(options)
         if not options.declare:
             amqp.check_exists(endpoint.listener_id, options.queue or "", options.exchange)
+            for tier in tiers:
+                amqp.check_exists(endpoint.listener_id, rabbit_retry_queue(options.queue or "", tier), None)
             return
         queue = amqp.declare_queue(options.queue or "")
+        for tier in tiers:
+            self.declare_retry_queue(endpoint, tier)
         queue.single_active = options.single_active_consumer
         if options.exchange is not None:
             amqp.declare_exchange(options.exchange, options.exchange_type)
@@ -71,6 +85,13 @@ class MemoryRabbitTransport:
 
     async def publish_many(self, envelopes: list[Envelope]) -> list[PublishReceipt]:
         return [await self.publish(envelope) for envelope in envelopes]
+
+    def declare_retry_queue(self, endpoint: Endpoint, tier: int) -> str:
+        """The delay-tier queue of ``endpoint`` for ``tier`` ms (declared if new); returns its name."""
+        queue = endpoint.options.queue or ""
+        name = rabbit_retry_queue(queue, tier)
+        self.broker.amqp.declare_queue(name, tier_queue_arguments(queue, tier))
+        return name
 
     def subscribe(self, endpoint: Endpoint, sink: DeliverySink) -> MemoryRabbitSubscription:
         return MemoryRabbitSubscription(self, endpoint, sink)
@@ -119,7 +140,7 @@ class MemoryRabbitSubscription:
             await self._sink.submit(Delivery(self._message(message), self, (consumer, delivery_tag)))
 
     def _message(self, message: AmqpMessage) -> Message:
-        return Message(
+        delivered = Message(
             body=message.body,
             headers=Headers(message.headers),
             destination=self._queue,
@@ -131,6 +152,9 @@ class MemoryRabbitSubscription:
             redelivered=message.redelivered,
             raw=message,
         )
+        if message.headers and any(name == RETRY_COUNT for name, _ in message.headers):
+            restore_retried(delivered)  # back from a delay tier: its attempt, original exchange and key
+        return delivered
 
     # Settler --------------------------------------------------------------------------------------
 
@@ -155,4 +179,18 @@ class MemoryRabbitSubscription:
         await self.ack(delivery)
 
     async def retry_later(self, delivery: Delivery, retry: Retry) -> None:
-        raise TransportUnavailableError("non-blocking retries through delay queues are not available yet")
+        """Republish to the delay tier of ``retry`` (declared if new), then acknowledge."""
+        message = delivery.message
+        queue = self._transport.declare_retry_queue(self._endpoint, tier_ms(retry))
+        headers = retry_headers(message, retry)
+        raw = message.raw
+        if isinstance(raw, AmqpMessage):  # keeps its timestamp and content type
+            republished = replace(
+                raw, headers=headers, exchange=DEFAULT_EXCHANGE, routing_key=queue, redelivered=False
+            )
+        else:
+            republished = AmqpMessage(
+                message.body, headers, DEFAULT_EXCHANGE, queue, self._broker.clock.time()
+            )
+        self._broker.amqp.publish(republished)
+        await self.ack(delivery)

@@ -26,6 +26,32 @@ def table_from_header_pairs(pairs: HeaderPairs) -> dict[str, Any]:
     return table
 
 
+_KEPT_PROPERTIES = (
+    ("content_encoding", "content_encoding"),
+    ("priority", "priority"),
+    ("correlation_id", "correlation_id"),
+    ("reply_to", "reply_to"),
+    ("message_id", "message_id"),
+    ("timestamp", "timestamp"),
+    ("message_type", "type"),
+    ("app_id", "app_id"),
+)
+
+
+def kept_properties(properties: Any) -> dict[str, Any]:
+    """The AMQP properties of a consumed message to keep when republishing it, as ``aio_pika.Message``
+    arguments. Not ``expiration`` (a per-message TTL would fire again) nor ``user_id`` (the broker
+    checks it against the publishing user); content type, headers and delivery mode are set apart."""
+    kept: dict[str, Any] = {}
+    if properties is None:
+        return kept
+    for attribute, argument in _KEPT_PROPERTIES:
+        value = getattr(properties, attribute, None)
+        if value is not None:
+            kept[argument] = value
+    return kept
+
+
 def timestamp_seconds(value: Any) -> float | None:
     if isinstance(value, datetime):
         return value.timestamp()

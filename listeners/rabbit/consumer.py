@@ -7,6 +7,9 @@ a consumer with a full prefetch window sends far fewer frames than one ack per m
 channel or the connection is lost, the consumer's outstanding tags are dropped (the broker
 redelivers those messages) and the consumer opens a new channel and consumes again; it logs when it
 is consuming again, which the broker confirmed with ``basic.consume-ok``.
+
+Non-blocking retries republish the message to its delay-tier queue (confirmed) and only then ack it;
+see :mod:`listeners.rabbit.retry` (jitter is not applied on RabbitMQ: a tier waits exactly its TTL).
 """
 
 from __future__ import annotations
@@ -22,14 +25,15 @@ from aiormq.abc import AbstractChannel as RawChannel
 from aiormq.abc import DeliveredMessage
 
 from listeners.deadletter.envelopes import rabbit_dead_letter
-from listeners.exceptions import TransportUnavailableError
+from listeners.exceptions import UnroutableError
 from listeners.message import Headers, Message
 from listeners.outcome import Retry
 from listeners.rabbit.acks import ChannelAcks
-from listeners.rabbit.amqp import header_pairs_from_table, timestamp_seconds
+from listeners.rabbit.amqp import header_pairs_from_table, kept_properties, timestamp_seconds
 from listeners.rabbit.connection import RabbitConnection
+from listeners.rabbit.retry import RETRY_COUNT, restore_retried, retry_headers, tier_ms
 from listeners.retry.backoff import BackOffPolicy
-from listeners.transport.base import Delivery, DeliverySink, Endpoint
+from listeners.transport.base import Delivery, DeliverySink, Endpoint, Envelope
 
 if TYPE_CHECKING:
     from listeners.rabbit.transport import RabbitTransport
@@ -156,9 +160,10 @@ class ChannelConsumer:
     def _message(self, raw: DeliveredMessage) -> Message:
         properties = raw.header.properties
         delivery: Any = raw.delivery
-        return Message(
+        table = properties.headers
+        message = Message(
             body=raw.body,
-            headers=Headers(header_pairs_from_table(properties.headers)),
+            headers=Headers(header_pairs_from_table(table)),
             destination=self._queue,
             listener_id=self._endpoint.listener_id,
             transport="rabbit",
@@ -168,6 +173,9 @@ class ChannelConsumer:
             redelivered=bool(delivery.redelivered),
             raw=raw,
         )
+        if table and RETRY_COUNT in table:
+            restore_retried(message)  # back from a delay tier: its attempt, original exchange and key
+        return message
 
     # Settler --------------------------------------------------------------------------------------
 
@@ -217,4 +225,21 @@ class ChannelConsumer:
         await self.ack(delivery)
 
     async def retry_later(self, delivery: Delivery, retry: Retry) -> None:
-        raise TransportUnavailableError("non-blocking retries through delay queues are not available yet")
+        """Republish to the delay tier of ``retry`` (confirmed), then ack; raises, leaving the source
+        unacknowledged, if the tier cannot be declared or the publish is not confirmed."""
+        message = delivery.message
+        properties = getattr(getattr(message.raw, "header", None), "properties", None)
+        queue = await self._transport.retry_queue(self._endpoint, tier_ms(retry))
+        envelope = Envelope(
+            "",
+            message.body,
+            routing_key=queue,
+            headers=retry_headers(message, retry),
+            content_type=getattr(properties, "content_type", None),
+        )
+        try:
+            await self._transport.republish(envelope, kept_properties(properties))
+        except UnroutableError:
+            self._transport.forget_retry_queue(queue)  # deleted under us: declare it again next time
+            raise
+        await self.ack(delivery)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Mapping
+from typing import Any
 
 import aio_pika
 from aio_pika.abc import AbstractChannel, AbstractExchange
@@ -29,7 +31,11 @@ class ConfirmedPublisher:
         self._exchanges: dict[str, AbstractExchange] = {}
         self._opening = asyncio.Lock()
 
-    async def publish(self, envelope: Envelope) -> PublishReceipt:
+    async def publish(
+        self, envelope: Envelope, properties: Mapping[str, Any] | None = None
+    ) -> PublishReceipt:
+        """Publish and await the confirm. ``properties``: further AMQP properties (``aio_pika.Message``
+        arguments, e.g. ``message_id``) to keep when republishing a consumed message."""
         if envelope.delay:
             raise TransportUnavailableError("delayed publishing on RabbitMQ is not available yet")
         exchange = await self._exchange(envelope.destination)
@@ -38,6 +44,7 @@ class ConfirmedPublisher:
             headers=table_from_header_pairs(envelope.headers) or None,
             content_type=envelope.content_type,
             delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+            **(properties or {}),
         )
         action = f"publish to exchange {envelope.destination!r} with routing key {envelope.routing_key!r}"
         try:

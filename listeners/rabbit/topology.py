@@ -1,9 +1,10 @@
 """Queues, exchanges and bindings from a listener's declaration (Spring's ``@QueueBinding``).
 
 With ``declare: true`` (the default) everything is declared, idempotently: durable exchange, the
-queue (classic or quorum, single-active-consumer, extra arguments), its bindings, and the dead-letter
-queue. With ``declare: false`` it is only checked, passively, and a missing queue or exchange is an
-error that names it.
+queue (classic or quorum, single-active-consumer, extra arguments), its bindings, the dead-letter
+queue and, for non-blocking retries, one classic delay-tier queue per back-off delay (see
+:mod:`listeners.rabbit.retry`). With ``declare: false`` it is only checked, passively, and a missing
+queue or exchange is an error that names it.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ from aiormq import exceptions as amqp
 from listeners.deadletter.naming import rabbit_dead_letter_queue
 from listeners.exceptions import TransportError
 from listeners.rabbit.errors import translate
+from listeners.rabbit.retry import tier_queue_arguments
+from listeners.retry.destinations import rabbit_retry_queue, retry_tiers
 from listeners.transport.base import Endpoint
 
 ExchangeKind = aio_pika.ExchangeType
@@ -49,6 +52,8 @@ async def declare(open_channel: Any, endpoint: Endpoint) -> None:
         dead = rabbit_dead_letter_queue(endpoint)
         arguments = {"x-queue-type": "quorum"} if options.queue_type == "quorum" else {}
         await _queue(await open_channel(), dead, True, arguments, passive, endpoint)
+    for tier in retry_tiers(options):
+        await declare_retry_queue(open_channel, endpoint, tier, passive=passive)
     if options.exchange is not None and not passive:
         channel = await open_channel()
         try:
@@ -61,6 +66,20 @@ async def declare(open_channel: Any, endpoint: Endpoint) -> None:
             raise translate(error, f"binding queue {queue!r} to exchange {options.exchange!r}") from error
         finally:
             await channel.close()
+
+
+async def declare_retry_queue(
+    open_channel: Any, endpoint: Endpoint, tier: int, *, passive: bool = False
+) -> str:
+    """Declare (or check) the delay-tier queue of ``endpoint`` for ``tier`` ms; returns its name.
+
+    Durable and classic (also next to a quorum work queue), ``x-message-ttl`` = ``tier``, dead-lettered
+    through the default exchange back to the work queue.
+    """
+    queue = endpoint.options.queue or ""
+    name = rabbit_retry_queue(queue, tier)
+    await _queue(await open_channel(), name, True, tier_queue_arguments(queue, tier), passive, endpoint)
+    return name
 
 
 async def _exchange(

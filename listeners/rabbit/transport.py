@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Mapping
+from typing import Any
 
 from listeners.rabbit.config import RabbitConfig
 from listeners.rabbit.connection import RabbitConnection
 from listeners.rabbit.consumer import ChannelConsumer
 from listeners.rabbit.publisher import ConfirmedPublisher
-from listeners.rabbit.topology import declare
+from listeners.rabbit.topology import declare, declare_retry_queue
+from listeners.retry.destinations import rabbit_retry_queue, retry_tiers
 from listeners.spec import TransportKind
 from listeners.transport.base import DeliverySink, Endpoint, Envelope, PublishReceipt
 
@@ -26,6 +29,7 @@ class RabbitTransport:
         self.config = config
         self.connection = RabbitConnection(config)
         self._publisher = ConfirmedPublisher(self.connection, config.publish_timeout)
+        self._retry_queues: set[str] = set()  # delay tiers known to exist
 
     def describe(self) -> str:
         return self.config.display()
@@ -45,6 +49,25 @@ class RabbitTransport:
 
     async def declare(self, endpoint: Endpoint) -> None:
         await declare(self.connection.channel, endpoint)
+        queue = endpoint.options.queue or ""
+        self._retry_queues.update(rabbit_retry_queue(queue, tier) for tier in retry_tiers(endpoint.options))
+
+    async def retry_queue(self, endpoint: Endpoint, tier: int) -> str:
+        """The delay-tier queue of ``endpoint`` for ``tier`` ms, declared the first time it is needed
+        (a handler's own ``RetryLater`` delay); raises if it cannot be declared."""
+        name = rabbit_retry_queue(endpoint.options.queue or "", tier)
+        if name not in self._retry_queues:
+            await declare_retry_queue(self.connection.channel, endpoint, tier)
+            self._retry_queues.add(name)
+        return name
+
+    def forget_retry_queue(self, name: str) -> None:
+        """A tier queue turned out to be gone (a publish to it was returned): declare it on next use."""
+        self._retry_queues.discard(name)
+
+    async def republish(self, envelope: Envelope, properties: Mapping[str, Any]) -> PublishReceipt:
+        """Publish (confirmed) keeping further AMQP properties of a consumed message."""
+        return await self._publisher.publish(envelope, properties)
 
     def subscribe(self, endpoint: Endpoint, sink: DeliverySink) -> RabbitSubscription:
         return RabbitSubscription(self, endpoint, sink)

@@ -6,6 +6,7 @@ import pytest
 
 from tests.contract.configs import RabbitMQConfig
 from tests.contract.suites.consume import ConsumeSuite
+from tests.contract.suites.nonblocking import NonBlockingRetrySuite
 from tests.contract.suites.ordering import OrderingSuite
 from tests.contract.suites.retry import RetrySuite
 from tests.contract.suites.stop import StopSuite
@@ -26,4 +27,8 @@ class TestRabbitOrdering(RabbitMQConfig, OrderingSuite):
 
 
 class TestRabbitStop(RabbitMQConfig, StopSuite):
+    pass
+
+
+class TestRabbitNonBlockingRetry(RabbitMQConfig, NonBlockingRetrySuite):
     pass
