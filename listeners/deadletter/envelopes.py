@@ -5,24 +5,30 @@ from __future__ import annotations
 from listeners.deadletter.headers import Origin, kafka_dead_letter_headers, rabbit_dead_letter_headers
 from listeners.deadletter.naming import kafka_dead_letter_topic, rabbit_dead_letter_queue
 from listeners.message import Message
-from listeners.retry.destinations import kafka_source_topic
 from listeners.retry.kafka_wire import retry_state
 from listeners.transport.base import Endpoint, Envelope
 
 
 def kafka_dead_letter(
-    endpoint: Endpoint, message: Message, error: BaseException, partitions: set[int]
+    endpoint: Endpoint,
+    message: Message,
+    error: BaseException,
+    partitions: set[int],
+    *,
+    source: str | None = None,
 ) -> Envelope:
     """``<topic>-dlt`` record: original key and value, original headers then ``kafka_dlt-*``.
 
-    A record from a retry topic goes to its source topic's dead-letter topic, and the
-    ``kafka_dlt-original-*`` headers describe the record that first failed there. It goes to the
+    A record from one of the listener's retry topics (``source`` names the topic it first came from)
+    goes to that topic's dead-letter topic, and the ``kafka_dlt-original-*`` headers describe the
+    record that first failed there, as its ``kafka_original-*`` headers say. It goes to the
     record's partition when the dead-letter topic has it (``partitions``), else the key decides, as
     Spring's default destination resolver does.
     """
+    source = source or message.destination
     retried = retry_state(message.headers)
     origin = None
-    if retried.original_topic is not None:
+    if source != message.destination and retried.original_topic is not None:
         origin = Origin(
             retried.original_topic,
             retried.original_partition or 0,
@@ -37,7 +43,7 @@ def kafka_dead_letter(
         origin=origin,
     )
     partition = message.partition if message.partition in partitions else None
-    topic = kafka_dead_letter_topic(endpoint, kafka_source_topic(message.destination, retried.original_topic))
+    topic = kafka_dead_letter_topic(endpoint, source)
     return Envelope(topic, message.body, key=message.key, headers=headers, partition=partition)
 
 

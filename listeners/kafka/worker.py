@@ -214,7 +214,7 @@ class ConsumerWorker(ConsumerRebalanceListener):  # type: ignore[misc]
             state = self._hold(run.tp, records[run.next].offset)
             if state is not None:  # else revoked while waiting: dropped, uncommitted
                 start = state.offsets.start
-                delayed = self._is_delayed(run.tp)
+                delayed = self._is_delayed_topic(run.tp.topic)
                 for index in range(run.next, len(records)):
                     record = records[index]
                     offset = record.offset
@@ -266,8 +266,15 @@ class ConsumerWorker(ConsumerRebalanceListener):  # type: ignore[misc]
 
     # retry topics ---------------------------------------------------------------------------------
 
-    def _is_delayed(self, tp: TopicPartition) -> bool:
-        return bool(self._tiers) and (tp.topic in self._retry_topics or _looks_like_retry_topic(tp.topic))
+    def _is_delayed_topic(self, topic: str) -> bool:
+        """One of this listener's retry topics: its records carry attempts and due times."""
+        return bool(self._tiers) and (topic in self._retry_topics or _looks_like_retry_topic(topic))
+
+    def _source_topic(self, message: Message) -> str:
+        """The topic a record first came from, by name: never from its headers, since a listener of a
+        dead-letter topic must not send its records back where their kafka_*original-topic points."""
+        topic = message.destination
+        return kafka_source_topic(topic) if self._is_delayed_topic(topic) else topic
 
     def _wait_until_due(self, tp: TopicPartition, message: Message) -> bool:
         """If ``message`` is not due yet: pause its partition at it until it is, and return True."""
@@ -302,7 +309,7 @@ class ConsumerWorker(ConsumerRebalanceListener):  # type: ignore[misc]
             record.partition,
             record.offset,
             timestamp / 1000 if timestamp is not None else None,
-            retry_state(headers).attempt if headers.pairs else 1,
+            retry_state(headers).attempt if headers.pairs and self._is_delayed_topic(record.topic) else 1,
             None,  # exchange
             None,  # routing_key
             False,  # redelivered
@@ -416,9 +423,9 @@ class ConsumerWorker(ConsumerRebalanceListener):  # type: ignore[misc]
     async def dead_letter(self, delivery: Delivery, error: BaseException) -> None:
         envelopes = []
         for message in delivery.message.records:
-            source = kafka_source_topic(message.destination, retry_state(message.headers).original_topic)
+            source = self._source_topic(message)
             partitions = await self._transport.partitions_for(kafka_dead_letter_topic(self._endpoint, source))
-            envelopes.append(kafka_dead_letter(self._endpoint, message, error, partitions))
+            envelopes.append(kafka_dead_letter(self._endpoint, message, error, partitions, source=source))
         await self._transport.publish_many(envelopes)
         await self.ack(delivery)
 
@@ -430,8 +437,7 @@ class ConsumerWorker(ConsumerRebalanceListener):  # type: ignore[misc]
         due_ms = int((time.time() + retry.delay) * 1000)
         envelopes = []
         for message in delivery.message.records:
-            source = kafka_source_topic(message.destination, retry_state(message.headers).original_topic)
-            topic = kafka_retry_topic(source, tier)
+            topic = kafka_retry_topic(self._source_topic(message), tier)
             partitions = await self._transport.partitions_for(topic)
             headers = retry_headers(message, retry.error, next_attempt=retry.next_attempt, due_ms=due_ms)
             partition = message.partition if message.partition in partitions else None

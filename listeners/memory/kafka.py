@@ -4,6 +4,14 @@ Each of a listener's ``concurrency`` consumers is a group member with its own fe
 offset is committed only when it and every earlier record handed out from its partition are settled;
 on revoke a member stops fetching the partition, drains its in-flight records (bounded by
 ``revoke_timeout``), commits, and lets go.
+
+A non-blocking listener (``retry.mode: non-blocking``) also consumes the retry topics of its topics
+(``<topic>-retry-<delayMs>``, Spring Kafka's names, as wide as the topic). A failed record is
+republished there (same partition number, original key, value and headers plus the retry headers) and
+only then marked finished. A retry-topic record is not handed out before the due time in its
+``retry_topic-backoff-timestamp`` header: its partition stays held at that record (nothing later in
+it is handed out either) until the broker clock reaches the due time, while other partitions flow.
+Dead letters of retry-topic records go to the source topic's dead-letter topic.
 """
 
 from __future__ import annotations
@@ -19,9 +27,18 @@ from listeners.deadletter.envelopes import kafka_dead_letter
 from listeners.deadletter.naming import kafka_dead_letter_topic
 from listeners.exceptions import TransportUnavailableError
 from listeners.memory.broker import MemoryBroker
-from listeners.memory.log import LogRecord, MemoryGroup, TopicPartition
+from listeners.memory.log import LogRecord, MemoryGroup, MemoryLog, TopicPartition
 from listeners.message import Headers, Message, batch_message
 from listeners.outcome import Retry
+from listeners.retry.destinations import (
+    delay_ms,
+    kafka_retry_topic,
+    kafka_retry_topics,
+    kafka_source_topic,
+    retry_tiers,
+    tier_for,
+)
+from listeners.retry.kafka_wire import retry_headers, retry_state
 from listeners.runtime.offsets import PartitionOffsets
 from listeners.spec import TransportKind
 from listeners.transport.base import Delivery, DeliverySink, Endpoint, Envelope, PublishReceipt
@@ -29,6 +46,9 @@ from listeners.transport.base import Delivery, DeliverySink, Endpoint, Envelope,
 log = logging.getLogger("listeners.memory")
 
 FETCH_BATCH = 100
+_DUE_SLACK_MS = 0.001
+"""A record due within a microsecond counts as due: clock readings at epoch magnitude carry float
+noise of ~0.2 us, far below the millisecond resolution of due times."""
 _MEMBER_NUMBERS = itertools.count(1)
 """Member ids are unique in the process, as the broker makes them unique in a group; zero-padded so
 that range assignment, which sorts by id, gives the later partitions to later members."""
@@ -77,6 +97,7 @@ class MemoryKafkaTransport:
     async def declare(self, endpoint: Endpoint) -> None:
         for topic in endpoint.sources:
             self.broker.log.create_topic(topic)
+            _declare_retry_topics(self.broker.log, endpoint, topic, dead_letter=True)
 
     async def publish_many(self, envelopes: list[Envelope]) -> list[PublishReceipt]:
         return [await self.publish(envelope) for envelope in envelopes]
@@ -94,6 +115,8 @@ class _Partition:
     position: int
     offsets: PartitionOffsets
     active: bool = True
+    held_until_ms: int | None = None
+    """Due time (epoch ms) of the retry record at ``position``: nothing is handed out before it."""
 
 
 class MemoryKafkaSubscription:
@@ -127,13 +150,46 @@ class MemoryKafkaSubscription:
             await member.close()
 
 
-def _subscribed_topics(endpoint: Endpoint, broker: MemoryBroker) -> tuple[str, ...]:
-    """The listener's topics; for a pattern, the topics that exist and match when the member joins."""
+def _declare_retry_topics(
+    log_: MemoryLog, endpoint: Endpoint, topic: str, *, dead_letter: bool = False
+) -> dict[str, str]:
+    """Create the retry topics (and with ``dead_letter`` the dead-letter topic) of a non-blocking
+    listener's ``topic``, as wide as ``topic``; return ``{retry topic: topic}`` (empty unless the
+    listener is non-blocking)."""
+    retry_topics = kafka_retry_topics(endpoint.options, topic)
+    if not retry_topics:
+        return {}
+    width = log_.create_topic(topic)
+    for retry_topic in retry_topics:
+        log_.create_topic(retry_topic, width)
+    if dead_letter and endpoint.options.dead_letter.enabled:
+        log_.create_topic(kafka_dead_letter_topic(endpoint, topic), width)
+    return dict.fromkeys(retry_topics, topic)
+
+
+def _subscribed_topics(endpoint: Endpoint, broker: MemoryBroker) -> tuple[tuple[str, ...], dict[str, str]]:
+    """The listener's topics and, for a non-blocking listener, ``{retry topic: source topic}``.
+
+    For a pattern, the topics that exist and match when the member joins; a non-blocking listener
+    takes the matching topics named like retry topics as retry topics, not as sources. The retry
+    topics are created here (as wide as their topic) so that the group assigns all their partitions;
+    dead-letter topics are not, or a pattern could match them before any record is dead-lettered.
+    """
     pattern = endpoint.options.topic_pattern
+    non_blocking = bool(retry_tiers(endpoint.options))
     if not pattern:
-        return endpoint.sources
-    compiled = re.compile(pattern)
-    return tuple(topic for topic in broker.log.topics() if compiled.fullmatch(topic))
+        sources = endpoint.sources
+    else:
+        compiled = re.compile(pattern)
+        sources = tuple(
+            topic
+            for topic in broker.log.topics()
+            if compiled.fullmatch(topic) and not (non_blocking and kafka_source_topic(topic) != topic)
+        )
+    retry_sources: dict[str, str] = {}
+    for topic in sources:
+        retry_sources.update(_declare_retry_topics(broker.log, endpoint, topic))
+    return (*sources, *retry_sources), retry_sources
 
 
 class _Member:
@@ -148,8 +204,10 @@ class _Member:
         sink: DeliverySink,
     ) -> None:
         self.member_id = member_id
-        self.topics = _subscribed_topics(endpoint, transport.broker)
+        self.topics, self._retry_sources = _subscribed_topics(endpoint, transport.broker)
+        self._tiers = retry_tiers(endpoint.options)
         self._transport = transport
+        self._clock = transport.broker.clock
         self._log = transport.broker.log
         self._endpoint = endpoint
         self._group = group
@@ -158,6 +216,7 @@ class _Member:
         self._wake = asyncio.Event()
         self._fetching = True
         self._task: asyncio.Task[None] | None = None
+        self._timers: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:
         await self._group.join(self)
@@ -169,10 +228,12 @@ class _Member:
 
     async def close(self) -> None:
         self.stop_fetching()
-        if self._task is not None:
-            self._task.cancel()
+        tasks = [*self._timers, *([self._task] if self._task is not None else [])]
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
             with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+                await task
         await self._group.leave(self)
 
     # group callbacks ------------------------------------------------------------------------------
@@ -233,7 +294,13 @@ class _Member:
     async def _fetch_once(self) -> bool:
         delivered = False
         for state in list(self._held.values()):
+            if state.held_until_ms is not None:
+                if not self._is_due(state.held_until_ms):
+                    continue  # its timer wakes the loop when it is due
+                state.held_until_ms = None
             records = self._log.read(state.topic, state.partition, state.position, FETCH_BATCH)
+            if state.topic in self._retry_sources:
+                records = self._due_records(state, records)
             for group in [records] if self._endpoint.options.batch and records else ([r] for r in records):
                 if not (self._fetching and state.active):
                     return delivered
@@ -247,10 +314,44 @@ class _Member:
                 delivered = True
         return delivered
 
+    # retry topics -------------------------------------------------------------------------------
+
+    def _due_records(self, state: _Partition, records: list[LogRecord]) -> list[LogRecord]:
+        """The leading records that are due; if one is not, hold the partition at it until it is."""
+        for index, record in enumerate(records):
+            if not record.headers:
+                continue
+            due_ms = retry_state(Headers(record.headers)).due_ms
+            if due_ms is not None and not self._is_due(due_ms):
+                state.held_until_ms = due_ms
+                self._wake_when_due(due_ms)
+                return records[:index]
+        return records
+
+    def _is_due(self, due_ms: int) -> bool:
+        return due_ms <= self._clock.time() * 1000 + _DUE_SLACK_MS
+
+    def _wake_when_due(self, due_ms: int) -> None:
+        async def wake() -> None:
+            while not self._is_due(due_ms):
+                await self._clock.sleep((due_ms - self._clock.time() * 1000) / 1000)
+            self._wake.set()
+
+        task = asyncio.ensure_future(wake())
+        self._timers.add(task)
+        task.add_done_callback(self._timers.discard)
+
+    def _source_topic(self, message: Message) -> str:
+        """The topic a record first came from: its own, unless it is on one of our retry topics."""
+        # Our own mapping rather than the record's kafka_original-topic header: a retry must go to a
+        # topic this listener consumes, and a dead-letter topic's records carry original-topic headers.
+        return self._retry_sources.get(message.destination, message.destination)
+
     def _message(self, record: LogRecord) -> Message:
+        headers = Headers(record.headers)
         return Message(
             body=record.value,
-            headers=Headers(record.headers),
+            headers=headers,
             destination=record.topic,
             listener_id=self._endpoint.listener_id,
             transport="kafka",
@@ -259,6 +360,7 @@ class _Member:
             offset=record.offset,
             timestamp=record.timestamp,
             group_id=self._endpoint.group_id,
+            attempt=retry_state(headers).attempt if self._tiers and record.headers else 1,
             raw=record,
         )
 
@@ -286,12 +388,34 @@ class _Member:
 
     async def dead_letter(self, delivery: Delivery, error: BaseException) -> None:
         for message in delivery.message.records:
-            topic = kafka_dead_letter_topic(self._endpoint, message.destination)
-            width = self._log.create_topic(topic, self._log.partitions(message.destination))
-            await self._transport.publish(
-                kafka_dead_letter(self._endpoint, message, error, set(range(width)))
-            )
+            source = self._source_topic(message)
+            topic = kafka_dead_letter_topic(self._endpoint, source)
+            width = self._log.create_topic(topic, self._log.partitions(source))
+            envelope = kafka_dead_letter(self._endpoint, message, error, set(range(width)), source=source)
+            await self._transport.publish(envelope)
         await self.ack(delivery)
 
     async def retry_later(self, delivery: Delivery, retry: Retry) -> None:
-        raise TransportUnavailableError("non-blocking retries through retry topics are not available yet")
+        """Republish to the retry topic of the record's source topic (confirmed), then mark it finished.
+
+        The tier is the un-jittered back-off delay; a handler's own delay (``RetryLater(delay=...)``)
+        waits in the longest tier within it. Either way the record is due ``retry.delay`` from now.
+        """
+        if not self._tiers:
+            raise TransportUnavailableError(
+                f"listener {self._endpoint.listener_id} has no retry topics (retry.mode is not non-blocking)"
+            )
+        tier = delay_ms(retry.tier) if retry.tier is not None else -1
+        if tier not in self._tiers:
+            tier = tier_for(self._tiers, delay_ms(retry.delay))
+        due_ms = int(self._clock.time() * 1000 + retry.delay * 1000)
+        for message in delivery.message.records:
+            source = self._source_topic(message)
+            topic = kafka_retry_topic(source, tier)
+            width = self._log.create_topic(topic, self._log.partitions(source))
+            headers = retry_headers(message, retry.error, next_attempt=retry.next_attempt, due_ms=due_ms)
+            partition = message.partition if message.partition in range(width) else None
+            await self._transport.publish(
+                Envelope(topic, message.body, key=message.key, headers=headers, partition=partition)
+            )
+        await self.ack(delivery)

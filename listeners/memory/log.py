@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from collections.abc import Mapping
+from collections.abc import Coroutine, Mapping
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from listeners.clock import Clock
 from listeners.memory.partitioner import partition_for_key
@@ -42,6 +42,8 @@ class MemoryLog:
         self._groups: dict[str, MemoryGroup] = {}
         self._round_robin = itertools.count()
         self._appended = asyncio.Event()
+        self.activity = 0
+        """Grows with every append and every commit that moves a position (lets tests see progress)."""
 
     def create_topic(self, name: str, partitions: int | None = None) -> int:
         """Create ``name`` if missing; return its partition count."""
@@ -83,6 +85,7 @@ class MemoryLog:
             self._clock.time() if timestamp is None else timestamp,
         )
         records.append(record)
+        self.activity += 1
         self._appended.set()
         self._appended = asyncio.Event()
         return record
@@ -99,9 +102,13 @@ class MemoryLog:
         """Every record of ``topic``, partition by partition (for tests and tools)."""
         return [record for partition in self._topics.get(topic, []) for record in partition]
 
-    async def wait_for_append(self) -> None:
-        """Return after the next append to any topic."""
-        await self._appended.wait()
+    def wait_for_append(self) -> Coroutine[Any, Any, bool]:
+        """Await it to return after the next append to any topic from the moment of this call on.
+
+        A plain function: the append it waits for is fixed when it is called, not when a task wrapping
+        it first runs, so an append by a task that runs in between is not missed.
+        """
+        return self._appended.wait()
 
     def group(self, group_id: str) -> MemoryGroup:
         """The consumer group ``group_id``, created on first use."""
@@ -139,7 +146,10 @@ class MemoryGroup:
     def commit(self, offsets: Mapping[TopicPartition, int]) -> None:
         """Store positions; a position never moves backwards through a commit."""
         for partition, position in offsets.items():
-            self._committed[partition] = max(position, self._committed.get(partition, 0))
+            previous = self._committed.get(partition)
+            if previous is None or position > previous:
+                self._committed[partition] = position
+                self._log.activity += 1
 
     def assignment(self, member_id: str) -> set[TopicPartition]:
         return set(self._assignment.get(member_id, set()))

@@ -5,6 +5,7 @@ from __future__ import annotations
 from tests.contract.configs import MemoryKafkaConfig, MemoryRabbitConfig
 from tests.contract.suites.batch import BatchSuite
 from tests.contract.suites.consume import ConsumeSuite
+from tests.contract.suites.nonblocking import NonBlockingRetrySuite
 from tests.contract.suites.ordering import OrderingSuite
 from tests.contract.suites.retry import RetrySuite
 from tests.contract.suites.stop import StopSuite
@@ -43,4 +44,12 @@ class TestMemoryRabbitOrdering(MemoryRabbitConfig, OrderingSuite):
 
 
 class TestMemoryRabbitStop(MemoryRabbitConfig, StopSuite):
+    pass
+
+
+class TestMemoryRabbitNonBlockingRetry(MemoryRabbitConfig, NonBlockingRetrySuite):
+    pass
+
+
+class TestMemoryKafkaNonBlockingRetry(MemoryKafkaConfig, NonBlockingRetrySuite):
     pass

@@ -128,7 +128,7 @@ def test_a_dead_letter_from_a_retry_topic_goes_to_the_source_topic_dlt_describin
         topic="orders-retry-1000",
         offset=7,
     )
-    envelope = kafka_dead_letter(endpoint, retried, ValueError("last"), partitions={0, 1, 2})
+    envelope = kafka_dead_letter(endpoint, retried, ValueError("last"), partitions={0, 1, 2}, source="orders")
     headers = dict(envelope.headers)
     assert envelope.destination == "orders-dlt"
     assert envelope.partition == 2
@@ -136,6 +136,16 @@ def test_a_dead_letter_from_a_retry_topic_goes_to_the_source_topic_dlt_describin
     assert headers["kafka_dlt-original-topic"] == b"orders"
     assert headers["kafka_dlt-original-offset"] == (41).to_bytes(8, "big")
     assert headers["kafka_dlt-exception-message"] == b"last"
+
+
+def test_a_dead_letter_topic_listener_dead_letters_its_records_where_they_are_not_where_they_came_from() -> (
+    None
+):
+    endpoint = Endpoint("dlt-reader", "kafka", ListenerOptions(topics=("orders-dlt",)))
+    spring_dlt_record = record((("kafka_dlt-original-topic", b"orders"),), topic="orders-dlt", offset=3)
+    envelope = kafka_dead_letter(endpoint, spring_dlt_record, ValueError("again"), partitions={0})
+    assert envelope.destination == "orders-dlt-dlt"
+    assert dict(envelope.headers)["kafka_dlt-original-topic"] == b"orders-dlt"
 
 
 def non_blocking(attempts: int, **backoff: object) -> ListenerOptions:
