@@ -1,11 +1,12 @@
-"""The message to publish for a dead letter: destination, original bytes and diagnostic headers."""
+"""The message to publish for a dead letter or a Kafka retry: destination, original bytes, headers."""
 
 from __future__ import annotations
 
 from listeners.deadletter.headers import Origin, kafka_dead_letter_headers, rabbit_dead_letter_headers
 from listeners.deadletter.naming import kafka_dead_letter_topic, rabbit_dead_letter_queue
 from listeners.message import Message
-from listeners.retry.kafka_wire import retry_state
+from listeners.outcome import Retry
+from listeners.retry.kafka_wire import retry_headers, retry_state
 from listeners.transport.base import Endpoint, Envelope
 
 
@@ -44,6 +45,14 @@ def kafka_dead_letter(
     )
     partition = message.partition if message.partition in partitions else None
     topic = kafka_dead_letter_topic(endpoint, source)
+    return Envelope(topic, message.body, key=message.key, headers=headers, partition=partition)
+
+
+def kafka_retry(message: Message, retry: Retry, *, topic: str, due_ms: int, partitions: set[int]) -> Envelope:
+    """The record republished to retry topic ``topic`` for ``retry``: original key, value and headers
+    plus the retry headers, on the record's partition when the retry topic has it (else by key)."""
+    headers = retry_headers(message, retry.error, next_attempt=retry.next_attempt, due_ms=due_ms)
+    partition = message.partition if message.partition in partitions else None
     return Envelope(topic, message.body, key=message.key, headers=headers, partition=partition)
 
 

@@ -30,7 +30,7 @@ from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka import errors as kafka_errors
 from aiokafka.structs import ConsumerRecord
 
-from listeners.deadletter.envelopes import kafka_dead_letter
+from listeners.deadletter.envelopes import kafka_dead_letter, kafka_retry
 from listeners.deadletter.naming import kafka_dead_letter_topic
 from listeners.kafka.config import KafkaConfig
 from listeners.kafka.errors import translate
@@ -38,16 +38,15 @@ from listeners.message import EMPTY_HEADERS, Headers, Message, batch_message
 from listeners.outcome import Retry
 from listeners.retry.backoff import BackOffPolicy
 from listeners.retry.destinations import (
-    delay_ms,
+    kafka_retry_tier,
     kafka_retry_topic,
     kafka_retry_topics,
     kafka_source_topic,
     retry_tiers,
-    tier_for,
 )
-from listeners.retry.kafka_wire import retry_headers, retry_state
+from listeners.retry.kafka_wire import retry_state
 from listeners.runtime.offsets import PartitionOffsets
-from listeners.transport.base import Delivery, DeliverySink, Endpoint, Envelope
+from listeners.transport.base import Delivery, DeliverySink, Endpoint
 
 if TYPE_CHECKING:
     from listeners.kafka.transport import KafkaTransport
@@ -431,19 +430,13 @@ class ConsumerWorker(ConsumerRebalanceListener):  # type: ignore[misc]
 
     async def retry_later(self, delivery: Delivery, retry: Retry) -> None:
         """Republish to the retry topic of the record's source topic (confirmed), then mark it finished."""
-        tier = delay_ms(retry.tier) if retry.tier is not None else -1
-        if tier not in self._tiers:  # a handler's own delay: the longest tier within it
-            tier = tier_for(self._tiers, delay_ms(retry.delay))
+        tier = kafka_retry_tier(self._tiers, retry)
         due_ms = int((time.time() + retry.delay) * 1000)
         envelopes = []
         for message in delivery.message.records:
             topic = kafka_retry_topic(self._source_topic(message), tier)
             partitions = await self._transport.partitions_for(topic)
-            headers = retry_headers(message, retry.error, next_attempt=retry.next_attempt, due_ms=due_ms)
-            partition = message.partition if message.partition in partitions else None
-            envelopes.append(
-                Envelope(topic, message.body, key=message.key, headers=headers, partition=partition)
-            )
+            envelopes.append(kafka_retry(message, retry, topic=topic, due_ms=due_ms, partitions=partitions))
         await self._transport.publish_many(envelopes)
         await self.ack(delivery)
 

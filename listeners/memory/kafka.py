@@ -23,22 +23,20 @@ import logging
 import re
 from dataclasses import dataclass
 
-from listeners.deadletter.envelopes import kafka_dead_letter
+from listeners.deadletter.envelopes import kafka_dead_letter, kafka_retry
 from listeners.deadletter.naming import kafka_dead_letter_topic
-from listeners.exceptions import TransportUnavailableError
 from listeners.memory.broker import MemoryBroker
 from listeners.memory.log import LogRecord, MemoryGroup, MemoryLog, TopicPartition
 from listeners.message import Headers, Message, batch_message
 from listeners.outcome import Retry
 from listeners.retry.destinations import (
-    delay_ms,
+    kafka_retry_tier,
     kafka_retry_topic,
     kafka_retry_topics,
     kafka_source_topic,
     retry_tiers,
-    tier_for,
 )
-from listeners.retry.kafka_wire import retry_headers, retry_state
+from listeners.retry.kafka_wire import retry_state
 from listeners.runtime.offsets import PartitionOffsets
 from listeners.spec import TransportKind
 from listeners.transport.base import Delivery, DeliverySink, Endpoint, Envelope, PublishReceipt
@@ -401,21 +399,14 @@ class _Member:
         The tier is the un-jittered back-off delay; a handler's own delay (``RetryLater(delay=...)``)
         waits in the longest tier within it. Either way the record is due ``retry.delay`` from now.
         """
-        if not self._tiers:
-            raise TransportUnavailableError(
-                f"listener {self._endpoint.listener_id} has no retry topics (retry.mode is not non-blocking)"
-            )
-        tier = delay_ms(retry.tier) if retry.tier is not None else -1
-        if tier not in self._tiers:
-            tier = tier_for(self._tiers, delay_ms(retry.delay))
+        tier = kafka_retry_tier(self._tiers, retry)
         due_ms = int(self._clock.time() * 1000 + retry.delay * 1000)
         for message in delivery.message.records:
             source = self._source_topic(message)
             topic = kafka_retry_topic(source, tier)
             width = self._log.create_topic(topic, self._log.partitions(source))
-            headers = retry_headers(message, retry.error, next_attempt=retry.next_attempt, due_ms=due_ms)
-            partition = message.partition if message.partition in range(width) else None
+            partitions = set(range(width))
             await self._transport.publish(
-                Envelope(topic, message.body, key=message.key, headers=headers, partition=partition)
+                kafka_retry(message, retry, topic=topic, due_ms=due_ms, partitions=partitions)
             )
         await self.ack(delivery)

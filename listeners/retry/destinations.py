@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import re
 
+from listeners.exceptions import TransportUnavailableError
+from listeners.outcome import Retry
 from listeners.retry.backoff import BackOffPolicy
 from listeners.spec import ListenerOptions
 
@@ -41,6 +43,15 @@ def tier_for(tiers: tuple[int, ...], wanted_ms: int) -> int:
     """
     fitting = [tier for tier in tiers if tier <= wanted_ms]
     return fitting[-1] if fitting else tiers[0]
+
+
+def kafka_retry_tier(tiers: tuple[int, ...], retry: Retry) -> int:
+    """The Kafka tier a retry waits in: its back-off tier, or for a handler's own delay (or a tier the
+    listener no longer has) the longest tier within the delay. The due time still says when it runs."""
+    if not tiers:
+        raise TransportUnavailableError("a non-blocking retry needs retry topics (retry.mode non-blocking)")
+    tier = delay_ms(retry.tier) if retry.tier is not None else -1
+    return tier if tier in tiers else tier_for(tiers, delay_ms(retry.delay))
 
 
 def kafka_retry_topic(topic: str, tier_ms: int) -> str:
