@@ -44,7 +44,7 @@ from listeners.retry.destinations import (
     kafka_source_topic,
     retry_tiers,
 )
-from listeners.retry.kafka_wire import retry_state
+from listeners.retry.kafka_wire import due_at_ms, retry_state
 from listeners.runtime.offsets import PartitionOffsets
 from listeners.transport.base import Delivery, DeliverySink, Endpoint
 
@@ -431,7 +431,7 @@ class ConsumerWorker(ConsumerRebalanceListener):  # type: ignore[misc]
     async def retry_later(self, delivery: Delivery, retry: Retry) -> None:
         """Republish to the retry topic of the record's source topic (confirmed), then mark it finished."""
         tier = kafka_retry_tier(self._tiers, retry)
-        due_ms = int((time.time() + retry.delay) * 1000)
+        due_ms = due_at_ms(time.time(), retry.delay)
         envelopes = []
         for message in delivery.message.records:
             topic = kafka_retry_topic(self._source_topic(message), tier)

@@ -36,7 +36,7 @@ from listeners.retry.destinations import (
     kafka_source_topic,
     retry_tiers,
 )
-from listeners.retry.kafka_wire import retry_state
+from listeners.retry.kafka_wire import due_at_ms, retry_state
 from listeners.runtime.offsets import PartitionOffsets
 from listeners.spec import TransportKind
 from listeners.transport.base import Delivery, DeliverySink, Endpoint, Envelope, PublishReceipt
@@ -400,7 +400,7 @@ class _Member:
         waits in the longest tier within it. Either way the record is due ``retry.delay`` from now.
         """
         tier = kafka_retry_tier(self._tiers, retry)
-        due_ms = int(self._clock.time() * 1000 + retry.delay * 1000)
+        due_ms = due_at_ms(self._clock.time(), retry.delay)
         for message in delivery.message.records:
             source = self._source_topic(message)
             topic = kafka_retry_topic(source, tier)

@@ -17,6 +17,7 @@ Readers accept both the retry-path names (``kafka_original-*``) and the dead-let
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from listeners.deadletter.headers import exception_fqcn, int32, int64
@@ -52,6 +53,12 @@ def java_bigint(value: int) -> bytes:
 def from_java_bigint(data: bytes) -> int:
     """The value of ``new BigInteger(data)``."""
     return int.from_bytes(data, "big", signed=True)
+
+
+def due_at_ms(now: float, delay: float) -> int:
+    """The ``retry_topic-backoff-timestamp`` for a retry ``delay`` seconds after ``now`` (epoch seconds),
+    rounded up: whole milliseconds must never make a retry due early."""
+    return math.ceil((now + delay) * 1000)
 
 
 def read_int(data: bytes) -> int:

@@ -14,7 +14,7 @@ from listeners.retry.destinations import (
     retry_tiers,
     tier_for,
 )
-from listeners.retry.kafka_wire import from_java_bigint, java_bigint, retry_headers, retry_state
+from listeners.retry.kafka_wire import due_at_ms, from_java_bigint, java_bigint, retry_headers, retry_state
 from listeners.spec import ListenerOptions
 from listeners.transport.base import Endpoint
 
@@ -177,3 +177,8 @@ def test_tier_for_a_handlers_own_delay_and_source_topic_names() -> None:
     assert kafka_source_topic("orders-retry-2000") == "orders"
     assert kafka_source_topic("orders-retry-2000", "orders.v2") == "orders.v2"
     assert kafka_source_topic("orders") == "orders"
+
+
+def test_due_times_round_up_to_the_millisecond_so_a_retry_is_never_due_early() -> None:
+    assert due_at_ms(1_700_000_000.0001, 0.3) == 1_700_000_000_301
+    assert due_at_ms(1_700_000_000.0, 1.0) == 1_700_000_001_000
