@@ -68,9 +68,10 @@ class Message:
     are None (``partition``/``offset`` on RabbitMQ, ``exchange``/``routing_key`` on Kafka).
     ``attempt`` is 1 on the first delivery and grows with each retry. ``raw`` is the client's own
     message object for the rare case that needs it. For a batch listener the pipeline sees one
-    message whose ``batch`` holds the records (``offset`` is the first one's). Treat it as read-only;
-    it is not frozen only because building frozen dataclasses costs a measurable share of the
-    per-message budget.
+    message whose ``batch`` holds the records (``offset`` is the first one's). ``retry_started`` is
+    the epoch time of the first failed attempt once one failed (see ``retry.timeout``). Treat it as
+    read-only; it is not frozen only because building frozen dataclasses costs a measurable share of
+    the per-message budget.
     """
 
     body: bytes
@@ -89,6 +90,7 @@ class Message:
     group_id: str | None = None
     batch: tuple[Message, ...] = field(default=(), repr=False)
     raw: Any = field(default=None, repr=False, compare=False)
+    retry_started: float | None = field(default=None, repr=False, compare=False)
 
     def next_attempt(self) -> Message:
         """This message as its next delivery attempt."""

@@ -56,10 +56,15 @@ class Backoff(OptionModel):
 
 
 class Retry(OptionModel):
-    """Retry policy of a listener. ``attempts`` counts the first delivery (1 = no retry)."""
+    """Retry policy of a listener. ``attempts`` counts the first delivery (1 = no retry).
+
+    ``timeout`` bounds the whole retry sequence: a failure whose next attempt would start more than
+    ``timeout`` after the message's first failure goes to the dead letter at once.
+    """
 
     attempts: int = Field(default=3, ge=1)
     backoff: Backoff = Backoff()
+    timeout: Duration | None = None
     mode: RetryMode = "blocking"
     retryable: tuple[ExceptionRef, ...] = ()
     not_retryable: tuple[ExceptionRef, ...] = ()

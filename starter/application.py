@@ -172,10 +172,12 @@ class ListenersApplication:
             forward=forward,
         )
         user_interceptors: list[Interceptor] = list(self.container.interceptors())
-        error_handler = ErrorHandler(resolved.listener_id, _error_handling_options(resolved.endpoint.options))
+        clock: Clock = self.container.clock()
+        error_handler = ErrorHandler(
+            resolved.listener_id, _error_handling_options(resolved.endpoint.options), clock=clock
+        )
         pipeline = build_pipeline(user_interceptors, invoker)
         registry: TransportRegistry = self.container.transports()
-        clock: Clock = self.container.clock()
         listener = ListenerContainer(
             resolved.endpoint, pipeline, registry.get(spec.kind), clock, on_error=error_handler.decide
         )

@@ -11,7 +11,7 @@ from listeners.transport.registry import transport_available
 from starter.application import Plan
 from starter.resolve import ResolvedListener, source_of, uses_idempotency
 
-DURATION_FIELDS = frozenset({"delay", "max_delay", "ttl", "lease"})
+DURATION_FIELDS = frozenset({"delay", "max_delay", "timeout", "ttl", "lease"})
 
 
 def render_plan(plan: Plan) -> str:

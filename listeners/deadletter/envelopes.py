@@ -7,6 +7,7 @@ from listeners.deadletter.naming import kafka_dead_letter_topic, rabbit_dead_let
 from listeners.message import Message
 from listeners.outcome import Retry
 from listeners.retry.kafka_wire import retry_headers, retry_state
+from listeners.retry.timeout import retry_started_header
 from listeners.transport.base import Endpoint, Envelope
 
 
@@ -50,8 +51,10 @@ def kafka_dead_letter(
 
 def kafka_retry(message: Message, retry: Retry, *, topic: str, due_ms: int, partitions: set[int]) -> Envelope:
     """The record republished to retry topic ``topic`` for ``retry``: original key, value and headers
-    plus the retry headers, on the record's partition when the retry topic has it (else by key)."""
+    plus the retry headers (Spring's, and when it first failed), on the record's partition when the
+    retry topic has it (else by key)."""
     headers = retry_headers(message, retry.error, next_attempt=retry.next_attempt, due_ms=due_ms)
+    headers += retry_started_header(message)
     partition = message.partition if message.partition in partitions else None
     return Envelope(topic, message.body, key=message.key, headers=headers, partition=partition)
 

@@ -15,7 +15,8 @@ property is never used (it only expires at the head of a queue, so it would bloc
 Headers on the republished message (original body, content type and headers kept otherwise):
 ``retry-count`` (attempts made so far, as text), ``x-original-exchange`` and
 ``x-original-routingKey`` (where the message first came from; kept if already there),
-``x-exception-message`` (the latest failure, truncated) and ``x-exception-fqcn``. The broker's own
+``x-exception-message`` (the latest failure, truncated), ``x-exception-fqcn`` and
+``listeners-retry-started`` (the first failure, for ``retry.timeout``). The broker's own
 dead-lettering headers (``x-death``, ``x-first-death-*``, ``x-last-death-*``) are not copied: the
 broker writes them itself and a copy would only turn them into text. On consume, a message with
 ``retry-count`` gets ``attempt = retry-count + 1`` and its original exchange and routing key back,
@@ -30,6 +31,7 @@ from listeners.deadletter.headers import exception_fqcn
 from listeners.message import HeaderPairs, Message
 from listeners.outcome import Retry
 from listeners.retry.destinations import delay_ms
+from listeners.retry.timeout import retry_started_header
 
 RETRY_COUNT = "retry-count"
 ORIGINAL_EXCHANGE = "x-original-exchange"
@@ -79,7 +81,7 @@ def retry_headers(message: Message, retry: Retry) -> HeaderPairs:
         for name, value in headers.pairs
         if name not in replaced and not name.startswith(_BROKER_DEATH_HEADERS)
     )
-    return (*kept, *replaced.items())
+    return (*kept, *replaced.items(), *retry_started_header(message))
 
 
 def restore_retried(message: Message) -> None:

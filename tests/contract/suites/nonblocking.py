@@ -66,6 +66,28 @@ class NonBlockingRetrySuite(TransportConfig):
             assert dead.key == b"key-2"
         self.check_dead_letter_headers(dead, source, Flaky, "failure 3")
 
+    async def test_the_retry_timeout_counts_from_the_first_failure_across_the_broker(self) -> None:
+        source = unique("nb-timeout")
+
+        class Handlers:
+            attempts: list[int] = []
+
+            # The second attempt runs no earlier than DELAY after the first failure, so a third one
+            # would start past 1.5 * DELAY: only the first failure's time, carried through the retry
+            # tier in a header, lets the second failure see that.
+            @self.listener(source, id="nb-timeout", retry=non_blocking(5, timeout=1.5 * DELAY))
+            async def handle(self, payment: Payment, message: Message) -> None:
+                self.attempts.append(message.attempt)
+                raise Flaky(f"failure {message.attempt}")
+
+        async with self.run(Handlers()) as app:
+            await self.publish(app, source, Payment(payment_id="nb-t"))
+            [dead] = await self.wait_dead_letters(app, source, 1, timeout=30)
+            stats = app.stats("nb-timeout")
+            assert (stats.failed, stats.retried, stats.dead_lettered) == (2, 1, 1)
+        assert Handlers.attempts == [1, 2]
+        self.check_dead_letter_headers(dead, source, Flaky, "failure 2")
+
     async def test_not_retryable_failure_skips_the_retry_tiers(self) -> None:
         source = unique("nb-fatal")
 

@@ -73,6 +73,30 @@ class RetrySuite(TransportConfig):
             assert dead.key == b"key-2"
         self.check_dead_letter_headers(dead, source, Flaky, "failure 3")
 
+    async def test_retries_stop_at_the_timeout_counted_from_the_first_failure(self) -> None:
+        source = unique("timeout")
+        clock = ManualClock()
+        fixed = {"delay": 1.0, "multiplier": 1.0, "jitter": 0.0}
+
+        class Handlers:
+            calls = 0
+
+            @self.listener(source, id="timeout", retry=Retry(attempts=10, backoff=fixed, timeout=2.5))
+            async def handle(self, payment: Payment) -> None:
+                type(self).calls += 1
+                raise Flaky(f"failure {self.calls}")
+
+        async with self.run(Handlers(), clock=clock) as app:
+            await self.publish(app, source, Payment(payment_id="p-t"))
+            for expected_calls in (1, 2):  # next attempts at 1 s and 2 s are within the 2.5 s timeout
+                await app.wait_for(lambda n=expected_calls: Handlers.calls == n and clock.pending == 1)
+                await clock.advance(1.0)
+            [dead] = await self.wait_dead_letters(app, source, 1)  # one at 3 s would be past it
+            stats = app.stats("timeout")
+            assert (stats.failed, stats.retried, stats.dead_lettered) == (3, 2, 1)
+        assert Handlers.calls == 3
+        self.check_dead_letter_headers(dead, source, Flaky, "failure 3")
+
     async def test_not_retryable_exception_goes_straight_to_the_dead_letter(self) -> None:
         source = unique("fatal")
 

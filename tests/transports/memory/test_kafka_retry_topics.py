@@ -124,6 +124,7 @@ async def test_a_retried_record_carries_exactly_the_spring_retry_headers() -> No
             "kafka_exception-message",
             "retry_topic-attempts",
             "retry_topic-backoff-timestamp",
+            "listeners-retry-started",
         ]
         headers = header_map(first)
         assert headers["x-origin"] == b"test", "the original headers are kept"
@@ -134,6 +135,7 @@ async def test_a_retried_record_carries_exactly_the_spring_retry_headers() -> No
         assert int_of(headers["kafka_original-offset"]) == receipt.offset == 0
         assert int_of(headers["kafka_original-timestamp"]) == sent_ms
         assert int_of(headers["retry_topic-original-timestamp"]) == sent_ms
+        assert headers["listeners-retry-started"] == str(sent_ms).encode(), "first failure, for the timeout"
         assert headers["kafka_exception-fqcn"] == FLAKY
         assert headers["kafka_exception-message"] == b"always fails"
         assert len(headers["retry_topic-attempts"]) == 4, "a Java int"

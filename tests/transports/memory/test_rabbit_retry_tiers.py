@@ -59,6 +59,7 @@ async def test_a_failure_waits_in_its_tier_for_exactly_the_delay_then_runs_again
             "x-original-routingKey": b"order.created",
             "x-exception-message": b"boom 1",
             "x-exception-fqcn": f"{Boom.__module__}.Boom".encode(),
+            "listeners-retry-started": str(int(clock.time() * 1000)).encode(),
         }
         assert waiting.headers[0] == ("trace", b"\x00\xff"), "original headers first, byte for byte"
 
