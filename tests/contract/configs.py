@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -18,10 +18,12 @@ import pytest
 from dependency_injector import providers
 
 from listeners import Clock, Headers, Message, kafka_listener, rabbit_listener
+from listeners.exceptions import PublishError
 from listeners.memory import MemoryBroker
 from listeners.rabbit.amqp import header_pairs_from_table
 from listeners.spec import TransportKind
 from listeners.testing import TestApp, running
+from listeners.transport.base import Envelope
 from tests.support.apps import app_with
 from tests.support.brokers import KafkaBroker
 from tests.support.kafka_tools import read_topic
@@ -65,6 +67,45 @@ class TransportConfig:
             container, overrides={**self.overrides(), **(overrides or {})}, clock=clock
         ) as app:
             yield app
+
+    @contextmanager
+    def refusing_publishes(self, app: TestApp, *, except_to: str) -> Iterator[list[str]]:
+        """Until the block ends, every publish of the app's transport fails as a broker refusing it
+        would (the settlers' retry and dead-letter publishes included), except those to the topic or
+        routing key ``except_to``; yields the refused destinations."""
+        transport = app.container.transports().get(self.kind)
+        refused: list[str] = []
+
+        def check(envelopes: list[Envelope]) -> None:
+            targets = [envelope.routing_key or envelope.destination for envelope in envelopes]
+            if any(target != except_to for target in targets):
+                refused.extend(targets)
+                raise PublishError(f"refused by the test: {targets[0]}")
+
+        def refusing(name: str) -> Any:
+            original = getattr(transport, name)
+
+            async def refused_first(envelopes: Any, *args: Any) -> Any:
+                check(envelopes if isinstance(envelopes, list) else [envelopes])
+                return await original(envelopes, *args)
+
+            return refused_first
+
+        def no_tiers(endpoint: Any, tier: int) -> str:  # the embedded RabbitMQ's retry path
+            refused.append(f"{endpoint.options.queue}.retry.{tier}")
+            raise PublishError("refused by the test: a retry tier")
+
+        publishing = ("publish", "publish_many", "republish")
+        shadowed = {name: refusing(name) for name in publishing if hasattr(transport, name)}
+        if hasattr(transport, "declare_retry_queue"):
+            shadowed["declare_retry_queue"] = no_tiers
+        for name, method in shadowed.items():
+            setattr(transport, name, method)  # instance attributes shadow the methods
+        try:
+            yield refused
+        finally:
+            for name in shadowed:
+                delattr(transport, name)
 
     def listener(self, source: str, **options: Any) -> Callable[[Any], Any]:
         raise NotImplementedError

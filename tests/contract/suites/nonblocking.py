@@ -88,6 +88,29 @@ class NonBlockingRetrySuite(TransportConfig):
         assert Handlers.attempts == [1, 2]
         self.check_dead_letter_headers(dead, source, Flaky, "failure 2")
 
+    async def test_a_refused_retry_publish_leaves_the_source_unsettled_and_loses_nothing(self) -> None:
+        source = unique("nb-refused")
+
+        class Handlers:
+            attempts: list[int] = []
+
+            @self.listener(source, id="nb-refused", retry=non_blocking(2))
+            async def handle(self, payment: Payment, message: Message) -> None:
+                self.attempts.append(message.attempt)
+                if message.attempt == 1:
+                    raise Flaky("first try fails")
+
+        async with self.run(Handlers()) as app:
+            with self.refusing_publishes(app, except_to=source) as refused:
+                await self.publish(app, source, Payment(payment_id="nb-r"))
+                await app.wait_for(lambda: len(refused) >= 2, timeout=10)  # tried again after a back-off
+                assert app.stats("nb-refused").retried == 0
+        assert Handlers.attempts == [1]
+        # The source was never settled: the next app gets it again, and its retry goes through.
+        async with self.run(Handlers()) as app:
+            await app.wait_for(lambda: app.stats("nb-refused").processed == 1, timeout=30)
+        assert Handlers.attempts == [1, 1, 2]
+
     async def test_not_retryable_failure_skips_the_retry_tiers(self) -> None:
         source = unique("nb-fatal")
 

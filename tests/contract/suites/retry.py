@@ -97,6 +97,30 @@ class RetrySuite(TransportConfig):
         assert Handlers.calls == 3
         self.check_dead_letter_headers(dead, source, Flaky, "failure 3")
 
+    async def test_a_refused_dead_letter_publish_leaves_the_source_unsettled_and_loses_nothing(self) -> None:
+        source = unique("dl-refused")
+
+        class Handlers:
+            calls = 0
+
+            @self.listener(source, id="dl-refused", retry=Retry(attempts=1))
+            async def handle(self, payment: Payment) -> None:
+                type(self).calls += 1
+                raise Flaky("always fails")
+
+        async with self.run(Handlers()) as app:
+            with self.refusing_publishes(app, except_to=source) as refused:
+                await self.publish(app, source, Payment(payment_id="p-r"))
+                await app.wait_for(lambda: len(refused) >= 2, timeout=10)  # tried again after a back-off
+                assert app.stats("dl-refused").dead_lettered == 0
+                assert Handlers.calls == 1, "the handler is not run again for a failing settle"
+        # Stopped while the dead-letter publish was refused: the source was never settled, so the next
+        # app gets it again and this time it reaches the dead letter.
+        async with self.run(Handlers()) as app:
+            [dead] = await self.wait_dead_letters(app, source, 1, timeout=30)
+        assert Handlers.calls == 2
+        self.check_dead_letter_headers(dead, source, Flaky, "always fails")
+
     async def test_not_retryable_exception_goes_straight_to_the_dead_letter(self) -> None:
         source = unique("fatal")
 
