@@ -142,8 +142,17 @@ class TransportConfig:
         raise NotImplementedError
 
     def check_dead_letter_headers(
-        self, view: DeadLetterView, source: str, error: type[BaseException], text: str
+        self,
+        view: DeadLetterView,
+        source: str,
+        error: type[BaseException],
+        text: str,
+        *,
+        first: Message | None = None,
+        attempts: int | None = None,
     ) -> None:
+        """Assert the dead letter's diagnostic headers; with ``first`` (the message's first delivery as
+        its handler saw it) and ``attempts`` made, every one exactly, in order, byte for byte."""
         raise NotImplementedError
 
 
@@ -192,7 +201,14 @@ class _KafkaChecks(TransportConfig):
         assert message.routing_key is None
 
     def check_dead_letter_headers(
-        self, view: DeadLetterView, source: str, error: type[BaseException], text: str
+        self,
+        view: DeadLetterView,
+        source: str,
+        error: type[BaseException],
+        text: str,
+        *,
+        first: Message | None = None,
+        attempts: int | None = None,
     ) -> None:
         headers = view.headers
         assert headers["kafka_dlt-original-topic"] == source.encode()
@@ -201,6 +217,27 @@ class _KafkaChecks(TransportConfig):
         assert headers["kafka_dlt-exception-fqcn"] == _fqcn(error).encode()
         assert text.encode() in headers["kafka_dlt-exception-message"]
         assert b"Traceback" in headers["kafka_dlt-exception-stacktrace"]
+        if first is None:
+            return
+        assert first.partition is not None
+        assert first.offset is not None
+        assert first.timestamp is not None
+        dlt = [(name, value) for name, value in view.headers.pairs if name.startswith("kafka_dlt-")]
+        stacktrace = headers["kafka_dlt-exception-stacktrace"]
+        assert stacktrace.startswith(b"Traceback (most recent call last):")
+        assert stacktrace.rstrip().endswith(f"{_fqcn(error)}: {text}".encode())
+        expected = [  # Spring's DeadLetterPublishingRecoverer names, order and encodings
+            ("kafka_dlt-original-topic", source.encode()),
+            ("kafka_dlt-original-partition", first.partition.to_bytes(4, "big")),
+            ("kafka_dlt-original-offset", first.offset.to_bytes(8, "big")),
+            ("kafka_dlt-original-timestamp", int(first.timestamp * 1000).to_bytes(8, "big")),
+            ("kafka_dlt-original-timestamp-type", b"CreateTime"),
+            ("kafka_dlt-original-consumer-group", (first.group_id or "").encode()),
+            ("kafka_dlt-exception-fqcn", _fqcn(error).encode()),
+            ("kafka_dlt-exception-message", text.encode()),
+            ("kafka_dlt-exception-stacktrace", stacktrace),
+        ]
+        assert dlt == expected, f"{dlt} != {expected}"
 
 
 class MemoryKafkaConfig(_Embedded, _KafkaChecks):
@@ -255,7 +292,14 @@ class _RabbitChecks(TransportConfig):
         assert message.offset is None
 
     def check_dead_letter_headers(
-        self, view: DeadLetterView, source: str, error: type[BaseException], text: str
+        self,
+        view: DeadLetterView,
+        source: str,
+        error: type[BaseException],
+        text: str,
+        *,
+        first: Message | None = None,
+        attempts: int | None = None,
     ) -> None:
         headers = view.headers
         assert headers["x-original-exchange"] == b""
@@ -263,6 +307,22 @@ class _RabbitChecks(TransportConfig):
         assert headers["x-exception-fqcn"] == _fqcn(error).encode()
         assert text.encode() in headers["x-exception-message"]
         assert b"Traceback" in headers["x-exception-stacktrace"]
+        if first is None:
+            return
+        stacktrace = headers["x-exception-stacktrace"]
+        assert stacktrace.startswith(b"Traceback (most recent call last):")
+        assert stacktrace.rstrip().endswith(f"{_fqcn(error)}: {text}".encode())
+        written = {name: value for name, value in view.headers.pairs if name in _SPRING_AMQP_HEADERS}
+        expected = {  # Spring AMQP's RepublishMessageRecoverer names, plus the attempts made
+            "x-exception-message": text.encode(),
+            "x-exception-stacktrace": stacktrace,
+            "x-exception-fqcn": _fqcn(error).encode(),
+            "x-original-exchange": (first.exchange or "").encode(),
+            "x-original-routingKey": (first.routing_key or "").encode(),
+            "retry-count": str(attempts).encode(),
+        }
+        assert written == expected, f"{written} != {expected}"
+        assert not any(name.startswith("x-death") for name, _ in view.headers.pairs)
 
 
 class MemoryRabbitConfig(_Embedded, _RabbitChecks):
@@ -291,6 +351,14 @@ class RabbitMQConfig(_RabbitChecks):
                 DeadLetterView(message.body, Headers(header_pairs_from_table(message.headers)), None)
             )
         return list(taken)
+
+
+_SPRING_AMQP_HEADERS = frozenset(
+    {
+        "x-exception-message", "x-exception-stacktrace", "x-exception-fqcn", "x-original-exchange",
+        "x-original-routingKey", "retry-count",
+    }
+)  # fmt: skip
 
 
 def _fqcn(error: type[BaseException]) -> str:
