@@ -104,21 +104,28 @@ def retry_headers(message: Message, error: BaseException, *, next_attempt: int, 
 
     The original headers stay byte for byte and in order, except the per-retry ones written here again.
     """
-    state = retry_state(message.headers)
-    kept = [(name, value) for name, value in message.headers.pairs if name not in _REPLACED_ON_RETRY]
-    if state.original_topic is None:  # first retry: remember where the record came from
-        timestamp_ms = int((message.timestamp or 0.0) * 1000)
+    headers = message.headers
+    state = retry_state(headers)
+    kept = [(name, value) for name, value in headers.pairs if name not in _REPLACED_ON_RETRY]
+    timestamp_ms = int((message.timestamp or 0.0) * 1000)
+    # Not from a retry topic: this is its first retry, so remember where the record came from, even
+    # if it carries an earlier failure's kafka_dlt-original-* headers (a replayed dead letter).
+    first_retry = ATTEMPTS not in headers or state.original_topic is None
+    if first_retry:
         kept += [
             (ORIGINAL_TOPIC, message.destination.encode()),
             (ORIGINAL_PARTITION, int32(message.partition or 0)),
             (ORIGINAL_OFFSET, int64(message.offset or 0)),
             (ORIGINAL_RECORD_TIMESTAMP, int64(timestamp_ms)),
         ]
-    if ORIGINAL_TIMESTAMP not in message.headers:
+    if ORIGINAL_TIMESTAMP not in headers:
         original_ms = state.original_timestamp_ms
-        if original_ms is None:
-            original_ms = int((message.timestamp or 0.0) * 1000)
-        kept.append((ORIGINAL_TIMESTAMP, java_bigint(original_ms)))
+        kept.append(
+            (
+                ORIGINAL_TIMESTAMP,
+                java_bigint(timestamp_ms if first_retry or original_ms is None else original_ms),
+            )
+        )
     kept += [
         (EXCEPTION_FQCN, exception_fqcn(error).encode()),
         (EXCEPTION_MESSAGE, str(error).encode()[:MAX_EXCEPTION_MESSAGE]),

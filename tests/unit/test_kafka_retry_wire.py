@@ -91,6 +91,23 @@ def test_a_second_retry_replaces_the_per_retry_headers_and_keeps_the_origin() ->
     assert dict(headers)["kafka_exception-fqcn"] == b"KeyError"
 
 
+def test_a_replayed_dead_letter_retried_again_describes_where_it_failed_this_time() -> None:
+    """Replay keeps the kafka_dlt-original-* headers of the earlier failure but strips the retry state;
+    its next retry must describe the replayed record, not the earlier failure."""
+    earlier = (
+        ("kafka_dlt-original-topic", b"orders"),
+        ("kafka_dlt-original-partition", (0).to_bytes(4, "big")),
+        ("kafka_dlt-original-offset", (3).to_bytes(8, "big")),
+        ("kafka_dlt-original-timestamp", (1_600_000_000_000).to_bytes(8, "big")),
+    )
+    replayed = record(earlier, offset=90)
+    headers = retry_headers(replayed, ValueError("again"), next_attempt=2, due_ms=1_000)
+    state = retry_state(Headers(headers))
+    assert (state.original_topic, state.original_partition, state.original_offset) == ("orders", 2, 90)
+    assert state.original_timestamp_ms == 1_700_000_000_500
+    assert headers[: len(earlier)] == earlier, "the replayed record's own headers stay as they were"
+
+
 def test_headers_as_spring_writes_them_are_understood() -> None:
     """Spring's DeadLetterPublishingRecoverer on the retry path: int attempts, BigInteger timestamps,
     and the kafka_dlt-original-* names; a header written twice counts with its last value."""
