@@ -3,6 +3,12 @@
 Values are encoded by the codec (pydantic models, dataclasses and dicts as JSON, ``str``/``bytes`` as
 they are). Both return once the broker confirmed the message. They start their transport on first use,
 so an application that only publishes needs no listener on that transport.
+
+``delay=`` (seconds) holds a message back: it is delivered no earlier than that, on every transport.
+Kafka writes it to ``<topic>-delay``, which listeners of the topic consume with pause-until-due
+(:mod:`listeners.kafka.delay`); RabbitMQ routes it through a TTL queue per (exchange, delay) that
+dead-letters it to the exchange (:mod:`listeners.rabbit.delay`); the embedded broker schedules it on
+its clock. ``None`` or a delay <= 0 publishes at once.
 """
 
 from __future__ import annotations
@@ -78,8 +84,11 @@ class KafkaPublisher(_Publisher):
     ) -> PublishReceipt:
         """Send ``value`` to ``topic`` and return the partition and offset it was written at.
 
-        ``delay`` (seconds) holds the record back until it is due; only the embedded broker supports
-        it in this version.
+        ``delay`` (seconds) holds the record back until it is due. On Kafka it is written to
+        ``<topic>-delay`` (the receipt names that topic) and handed to the topic's listeners, in
+        every group, as a first delivery of ``topic`` once due; consumers outside this framework do
+        not see it. ``<topic>-delay`` must exist (``listeners.kafka.provisioning.enabled`` creates
+        it as wide as ``topic``), else :class:`~listeners.exceptions.TransportError` says so.
         """
         envelope = self._envelope(
             topic, value, key=encode_key(key), headers=headers, partition=partition, delay=delay
@@ -117,7 +126,11 @@ class RabbitPublisher(_Publisher):
         """Publish ``value`` to ``exchange`` (``""`` is the default exchange) with ``routing_key``.
 
         A message no queue is bound for raises :class:`~listeners.exceptions.UnroutableError`.
-        ``delay`` (seconds) is supported by the embedded broker only in this version.
+        ``delay`` (seconds, whole milliseconds rounded up) holds it back in the delay queue
+        ``listeners.delay.<exchange>.<ms>`` (declared on first use; ``exchange`` must exist, else
+        :class:`~listeners.exceptions.TransportError`), then RabbitMQ routes it to ``exchange`` with
+        ``routing_key``. Each distinct delay is one queue: use a few. Unroutable when it becomes due,
+        it is dropped by the broker (no error reaches the publisher): bind the queue first.
         """
         envelope = self._envelope(exchange, value, routing_key=routing_key, headers=headers, delay=delay)
         return await (await self._transport()).publish(envelope)

@@ -59,7 +59,8 @@ class KafkaProducerConfig(KafkaSection):
 
 
 class KafkaProvisioning(KafkaSection):
-    """``listeners.kafka.provisioning``: create missing listener, retry and dead-letter topics at startup."""
+    """``listeners.kafka.provisioning``: create missing listener, delay, retry and dead-letter topics at
+    startup, and a topic's delay topic on the first delayed send to it."""
 
     enabled: bool = False
     partitions: int = Field(default=3, ge=1)

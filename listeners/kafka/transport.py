@@ -5,17 +5,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
 from listeners.deadletter.naming import kafka_dead_letter_topic
-from listeners.exceptions import TransportError, TransportUnavailableError
+from listeners.exceptions import TransportError
 from listeners.kafka.clients import common_options, consumer_options, producer_options
 from listeners.kafka.config import KafkaConfig
+from listeners.kafka.delay import DelayTopics, listener_delay_topics
 from listeners.kafka.errors import translate
 from listeners.kafka.worker import ConsumerWorker
+from listeners.retry.delayed import is_delayed, kafka_delay_topic, kafka_delayed_envelope
 from listeners.retry.destinations import kafka_retry_topics
 from listeners.spec import TransportKind
 from listeners.transport.base import DeliverySink, Endpoint, Envelope, PublishReceipt
@@ -32,6 +35,7 @@ class KafkaTransport:
     def __init__(self, config: KafkaConfig) -> None:
         self.config = config
         self._producer: AIOKafkaProducer | None = None
+        self._delay_topics = DelayTopics(config)
         producer_options(config)  # pass-through options are checked now, before anything connects
 
     def describe(self) -> str:
@@ -58,12 +62,16 @@ class KafkaTransport:
         return receipt
 
     async def publish_many(self, envelopes: list[Envelope]) -> list[PublishReceipt]:
-        """Send all, then await every confirmation together (the producer batches them)."""
+        """Send all, then await every confirmation together (the producer batches them).
+
+        An envelope with a delay goes to its topic's delay topic (see :mod:`listeners.kafka.delay`),
+        due ``delay`` seconds after this call; its receipt names the delay topic.
+        """
         producer = self._started_producer()
+        if any(is_delayed(envelope.delay) for envelope in envelopes):
+            envelopes = await self._delayed(producer, envelopes)
         futures = []
         for envelope in envelopes:
-            if envelope.delay:
-                raise TransportUnavailableError("delayed sends on Kafka are not available yet")
             try:
                 futures.append(
                     await producer.send(
@@ -85,6 +93,20 @@ class KafkaTransport:
             receipts.append(PublishReceipt(metadata.topic, metadata.partition, metadata.offset))
         return receipts
 
+    async def _delayed(self, producer: AIOKafkaProducer, envelopes: list[Envelope]) -> list[Envelope]:
+        now = time.time()
+        routed = []
+        for envelope in envelopes:
+            if is_delayed(envelope.delay):
+                await self._delay_topics.ensure(producer, envelope.destination)
+                envelope = kafka_delayed_envelope(envelope, now)
+            routed.append(envelope)
+        return routed
+
+    async def delay_topics_of(self, endpoint: Endpoint) -> dict[str, str]:
+        """``{delay topic: topic}`` of ``endpoint``'s topics whose delay topic exists."""
+        return await listener_delay_topics(self._started_producer(), endpoint)
+
     async def partitions_for(self, topic: str) -> set[int]:
         """Partitions of ``topic`` known to the producer's metadata (empty if it does not exist)."""
         try:
@@ -101,8 +123,8 @@ class KafkaTransport:
     # topology -------------------------------------------------------------------------------------
 
     async def declare(self, endpoint: Endpoint) -> None:
-        """With provisioning on: create missing source topics, and their retry topics (non-blocking
-        retries) and dead-letter topic as wide as them."""
+        """With provisioning on: create missing source topics, and their delay topics (delayed sends),
+        retry topics (non-blocking retries) and dead-letter topic as wide as them."""
         provisioning = self.config.provisioning
         if not provisioning.enabled:
             return
@@ -119,12 +141,13 @@ class KafkaTransport:
             dead_letters = endpoint.options.dead_letter.enabled
             derived = {
                 topic: [
+                    kafka_delay_topic(topic),
                     *kafka_retry_topics(endpoint.options, topic),
                     *([kafka_dead_letter_topic(endpoint, topic)] if dead_letters else []),
                 ]
                 for topic in endpoint.sources
             }
-            if any(derived.values()):
+            if derived:
                 widths = await self._widths(admin, endpoint.sources)
                 replicas = provisioning.replication_factor
                 followers = [
@@ -134,6 +157,8 @@ class KafkaTransport:
                     if name not in existing
                 ]
                 await self._create(admin, followers)
+                for topic in endpoint.sources:
+                    self._delay_topics.known(topic)
         except TransportError:
             raise
         except Exception as error:
@@ -163,6 +188,7 @@ class KafkaSubscription:
 
     def __init__(self, transport: KafkaTransport, endpoint: Endpoint, sink: DeliverySink) -> None:
         self._endpoint = endpoint
+        self._transport = transport
         options = consumer_options(transport.config, endpoint)
         self._workers = [
             ConsumerWorker(AIOKafkaConsumer(**options), endpoint, sink, transport.config, transport)
@@ -173,7 +199,8 @@ class KafkaSubscription:
         return f"{self._endpoint.describe_sources()} group={self._endpoint.group_id}"
 
     async def start(self) -> None:
-        await asyncio.gather(*(worker.start() for worker in self._workers))
+        delay_topics = await self._transport.delay_topics_of(self._endpoint)
+        await asyncio.gather(*(worker.start(delay_topics) for worker in self._workers))
 
     async def stop(self) -> None:
         await asyncio.gather(*(worker.stop_fetching() for worker in self._workers))

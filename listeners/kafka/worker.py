@@ -12,7 +12,9 @@ and before the consumer stops.
 Non-blocking retries go through Spring Kafka's retry topics (``<topic>-retry-<delayMs>``), which a
 non-blocking listener consumes besides its own topics. A retry-topic record runs no earlier than the
 due time in its ``retry_topic-backoff-timestamp`` header: its partition is paused at that record
-until then (other partitions keep flowing) and resumed by the fetch loop once it is due.
+until then (other partitions keep flowing) and resumed by the fetch loop once it is due. Delay topics
+(``<topic>-delay``, users' delayed sends, see :mod:`listeners.kafka.delay`) are consumed by every
+listener the same way; their records are handed out as first deliveries of ``<topic>``.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import contextlib
 import logging
 import time
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -33,6 +35,13 @@ from aiokafka.structs import ConsumerRecord
 from listeners.deadletter.envelopes import kafka_dead_letter, kafka_retry
 from listeners.deadletter.naming import kafka_dead_letter_topic
 from listeners.kafka.config import KafkaConfig
+from listeners.kafka.delay import (
+    delayed_due_ms,
+    delayed_message,
+    pattern_delay_source,
+    record_topic,
+    subscription_pattern,
+)
 from listeners.kafka.errors import translate
 from listeners.message import EMPTY_HEADERS, Headers, Message, batch_message
 from listeners.outcome import Retry
@@ -105,6 +114,7 @@ class ConsumerWorker(ConsumerRebalanceListener):  # type: ignore[misc]
             topic for source in endpoint.sources for topic in kafka_retry_topics(endpoint.options, source)
         )
         self._waiting_until: dict[TopicPartition, float] = {}  # retry partitions paused until due
+        self._delay_sources: dict[str, str] = {}  # delay topic -> the topic its records are for
         self._last_commit = 0.0
         self._last_poll = 0.0
         self._finished_since_commit = 0
@@ -113,18 +123,19 @@ class ConsumerWorker(ConsumerRebalanceListener):  # type: ignore[misc]
 
     # lifecycle ------------------------------------------------------------------------------------
 
-    async def start(self) -> None:
+    async def start(self, delay_topics: Mapping[str, str] | None = None) -> None:
+        """Join the group on the listener's topics, their retry topics and ``delay_topics``
+        (``{delay topic: topic}``, those that exist); a pattern covers its delay topics itself."""
+        self._delay_sources = dict(delay_topics or {})
         try:
             await self._consumer.start()
         except Exception as error:
             raise translate(error, f"starting a consumer of listener {self._endpoint.listener_id}") from error
         pattern = self._endpoint.options.topic_pattern
-        if pattern:
-            if self._tiers:  # the retry topics of every matching topic too
-                pattern = rf"(?:{pattern})(?:-retry-\d+)?$"
-            self._consumer.subscribe(pattern=pattern, listener=self)
+        if pattern:  # the delay topics (and retry topics) of every matching topic too
+            self._consumer.subscribe(pattern=subscription_pattern(pattern, bool(self._tiers)), listener=self)
         else:
-            topics = [*self._endpoint.sources, *sorted(self._retry_topics)]
+            topics = [*self._endpoint.sources, *sorted(self._retry_topics), *sorted(self._delay_sources)]
             self._consumer.subscribe(topics=topics, listener=self)
         self._fetching = True
         self._task = asyncio.ensure_future(self._fetch_loop())
@@ -214,10 +225,11 @@ class ConsumerWorker(ConsumerRebalanceListener):  # type: ignore[misc]
             if state is not None:  # else revoked while waiting: dropped, uncommitted
                 start = state.offsets.start
                 delayed = self._is_delayed_topic(run.tp.topic)
+                build = self._delayed_message if run.tp.topic in self._delay_sources else message_of
                 for index in range(run.next, len(records)):
                     record = records[index]
                     offset = record.offset
-                    message = message_of(record)
+                    message = build(record)
                     if delayed and self._wait_until_due(run.tp, message):
                         backlog = self._backlog  # the partition waits from this record on; its runs left
                         break
@@ -237,9 +249,18 @@ class ConsumerWorker(ConsumerRebalanceListener):  # type: ignore[misc]
         state = self._hold(run.tp, records[0].offset)
         if state is None:
             return
+        build = self._delayed_message if run.tp.topic in self._delay_sources else self._message
+        messages = [build(record) for record in records]
+        if self._is_delayed_topic(run.tp.topic):  # the batch ends before the first record not yet due
+            for index, message in enumerate(messages):
+                if self._wait_until_due(run.tp, message):
+                    records, messages = records[:index], messages[:index]
+                    break
+            if not records:
+                return
         for record in records:
             state.offsets.start(record.offset)
-        message = batch_message([self._message(record) for record in records])
+        message = batch_message(messages)
         await self._sink.submit(Delivery(message, self, (state, tuple(r.offset for r in records))))
 
     def _hold(self, tp: TopicPartition, offset: int) -> _Partition | None:
@@ -266,8 +287,13 @@ class ConsumerWorker(ConsumerRebalanceListener):  # type: ignore[misc]
     # retry topics ---------------------------------------------------------------------------------
 
     def _is_delayed_topic(self, topic: str) -> bool:
-        """One of this listener's retry topics: its records carry attempts and due times."""
+        """One of this listener's retry or delay topics: its records carry due times."""
+        if topic in self._delay_sources:
+            return True
         return bool(self._tiers) and (topic in self._retry_topics or _looks_like_retry_topic(topic))
+
+    def _delayed_message(self, record: ConsumerRecord[bytes, bytes]) -> Message:
+        return delayed_message(record, self._delay_sources[record.topic], self._listener_id, self._group_id)
 
     def _source_topic(self, message: Message) -> str:
         """The topic a record first came from, by name: never from its headers, since a listener of a
@@ -277,7 +303,11 @@ class ConsumerWorker(ConsumerRebalanceListener):  # type: ignore[misc]
 
     def _wait_until_due(self, tp: TopicPartition, message: Message) -> bool:
         """If ``message`` is not due yet: pause its partition at it until it is, and return True."""
-        due_ms = retry_state(message.headers).due_ms
+        raw = message.raw
+        if raw is not None and raw.topic in self._delay_sources:
+            due_ms = delayed_due_ms(raw)
+        else:
+            due_ms = retry_state(message.headers).due_ms
         if due_ms is None or due_ms <= time.time() * 1000:
             return False
         self._waiting_until[tp] = due_ms / 1000
@@ -366,7 +396,7 @@ class ConsumerWorker(ConsumerRebalanceListener):  # type: ignore[misc]
             _names(revoked),
         )
         drained = await self._sink.drain(
-            lambda message: (message.destination, message.partition) in names, self._config.revoke_timeout
+            lambda message: (record_topic(message), message.partition) in names, self._config.revoke_timeout
         )
         if not drained:
             log.warning(
@@ -386,6 +416,12 @@ class ConsumerWorker(ConsumerRebalanceListener):  # type: ignore[misc]
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
         self._assigned |= set(assigned)
+        pattern = self._endpoint.options.topic_pattern
+        if pattern:  # the delay topics among the matching topics
+            for tp in assigned:
+                source = pattern_delay_source(tp.topic, pattern)
+                if source is not None:
+                    self._delay_sources[tp.topic] = source
         log.info("listener %s: partitions %s assigned", self._endpoint.listener_id, _names(assigned))
         if self._backlog:
             self._pause()

@@ -13,6 +13,7 @@ from listeners.exceptions import TransportUnavailableError
 from listeners.rabbit.amqp import table_from_header_pairs
 from listeners.rabbit.connection import RabbitConnection
 from listeners.rabbit.errors import translate
+from listeners.retry.delayed import is_delayed
 from listeners.transport.base import Envelope, PublishReceipt
 
 
@@ -36,8 +37,8 @@ class ConfirmedPublisher:
     ) -> PublishReceipt:
         """Publish and await the confirm. ``properties``: further AMQP properties (``aio_pika.Message``
         arguments, e.g. ``message_id``) to keep when republishing a consumed message."""
-        if envelope.delay:
-            raise TransportUnavailableError("delayed publishing on RabbitMQ is not available yet")
+        if is_delayed(envelope.delay):  # RabbitTransport sends those through listeners.rabbit.delay
+            raise TransportUnavailableError("a delayed publish must go through its delay queue")
         exchange = await self._exchange(envelope.destination)
         message = aio_pika.Message(
             envelope.body,

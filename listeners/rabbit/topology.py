@@ -19,6 +19,12 @@ from listeners.deadletter.naming import rabbit_dead_letter_queue
 from listeners.exceptions import TransportError
 from listeners.rabbit.errors import translate
 from listeners.rabbit.retry import tier_queue_arguments
+from listeners.retry.delayed import (
+    DELAY_EXCHANGE,
+    rabbit_delay_binding,
+    rabbit_delay_queue,
+    rabbit_delay_queue_arguments,
+)
 from listeners.retry.destinations import rabbit_retry_queue, retry_tiers
 from listeners.transport.base import Endpoint
 
@@ -79,6 +85,48 @@ async def declare_retry_queue(
     queue = endpoint.options.queue or ""
     name = rabbit_retry_queue(queue, tier)
     await _queue(await open_channel(), name, True, tier_queue_arguments(queue, tier), passive, endpoint)
+    return name
+
+
+async def check_exchange(open_channel: Any, name: str, purpose: str) -> None:
+    """Passively check that exchange ``name`` exists (the default exchange always does)."""
+    if name == "":
+        return
+    channel = await open_channel()
+    try:
+        await channel.get_exchange(name, ensure=True)
+    except amqp.ChannelNotFoundEntity:
+        raise TransportError(
+            f"{purpose}: exchange {name!r} does not exist; declare it (or start a listener that "
+            "declares it) first"
+        ) from None
+    except Exception as error:
+        raise translate(error, f"checking exchange {name!r}") from error
+    finally:
+        if not channel.is_closed:
+            await channel.close()
+
+
+async def declare_delay_queue(open_channel: Any, exchange: str, ms: int) -> str:
+    """Declare the delayed-publish exchange, the delay queue of (``exchange``, ``ms``) and its binding
+    (see :mod:`listeners.rabbit.delay`); returns the queue's name."""
+    name = rabbit_delay_queue(exchange, ms)
+    channel = await open_channel()
+    action = f"declaring the exchange {DELAY_EXCHANGE!r}"
+    try:
+        await channel.declare_exchange(DELAY_EXCHANGE, ExchangeKind.HEADERS, durable=True)
+        action = f"declaring the delay queue {name!r}"
+        queue = await channel.declare_queue(
+            name, durable=True, arguments=rabbit_delay_queue_arguments(exchange, ms)
+        )
+        await queue.bind(DELAY_EXCHANGE, routing_key="", arguments=rabbit_delay_binding(exchange, ms))
+    except amqp.ChannelPreconditionFailed as error:
+        raise TransportError(f"{action}: it exists with other settings than expected: {error}") from None
+    except Exception as error:
+        raise translate(error, action) from error
+    finally:
+        if not channel.is_closed:
+            await channel.close()
     return name
 
 

@@ -10,8 +10,10 @@ from typing import Any
 from listeners.rabbit.config import RabbitConfig
 from listeners.rabbit.connection import RabbitConnection
 from listeners.rabbit.consumer import ChannelConsumer
+from listeners.rabbit.delay import DelayedPublishing
 from listeners.rabbit.publisher import ConfirmedPublisher
 from listeners.rabbit.topology import declare, declare_retry_queue
+from listeners.retry.delayed import is_delayed
 from listeners.retry.destinations import rabbit_retry_queue, retry_tiers
 from listeners.spec import TransportKind
 from listeners.transport.base import DeliverySink, Endpoint, Envelope, PublishReceipt
@@ -29,6 +31,7 @@ class RabbitTransport:
         self.config = config
         self.connection = RabbitConnection(config)
         self._publisher = ConfirmedPublisher(self.connection, config.publish_timeout)
+        self._delayed = DelayedPublishing(self.connection, self._publisher)
         self._retry_queues: set[str] = set()  # delay tiers known to exist
 
     def describe(self) -> str:
@@ -42,9 +45,14 @@ class RabbitTransport:
         await self.connection.close()
 
     async def publish(self, envelope: Envelope) -> PublishReceipt:
+        """Publish (confirmed); with a delay, through its delay queue (:mod:`listeners.rabbit.delay`)."""
+        if is_delayed(envelope.delay):
+            return await self._delayed.publish(envelope)
         return await self._publisher.publish(envelope)
 
     async def publish_many(self, envelopes: list[Envelope]) -> list[PublishReceipt]:
+        if any(is_delayed(envelope.delay) for envelope in envelopes):
+            return await self._delayed.publish_many(envelopes, self._publisher.publish)
         return await self._publisher.publish_many(envelopes)
 
     async def declare(self, endpoint: Endpoint) -> None:
