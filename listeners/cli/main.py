@@ -9,7 +9,7 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import click
 from dependency_injector import providers
@@ -82,6 +82,11 @@ def list_(target: str, profiles: tuple[str, ...], config_dir: str | None, app_di
         _exit(error)
 
 
+@cli.group()
+def dlt() -> None:
+    """Inspect and replay dead letters (on a real broker; see listeners.cli.dlt)."""
+
+
 def _prepare(target: str, profiles: tuple[str, ...], config_dir: str | None, app_dir: str) -> Any:
     """Load the container and point it at the chosen config; config errors exit before anything connects."""
     from listeners.cli.loading import load_container
@@ -120,7 +125,7 @@ def _exit_without_waiting_for_abandoned_handlers(code: int) -> None:
         os._exit(code)
 
 
-def _exit(error: ListenersError) -> None:
+def _exit(error: ListenersError) -> NoReturn:
     click.echo(f"listeners: error: {error}", err=True)
     sys.exit(1)
 
@@ -128,3 +133,6 @@ def _exit(error: ListenersError) -> None:
 def main() -> None:
     """Console-script entry point."""
     cli(prog_name="listeners")
+
+
+import listeners.cli.dlt  # noqa: E402, F401  (adds `dlt show` and `dlt replay` to the group above)

@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import logging
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from aio_pika.abc import AbstractChannel
@@ -216,12 +217,16 @@ class ChannelConsumer:
             await self._flush(session)
 
     async def dead_letter(self, delivery: Delivery, error: BaseException) -> None:
+        """Republish to the dead-letter queue keeping the message's AMQP properties (as Spring AMQP's
+        RepublishMessageRecoverer does), its ``timestamp`` set to now: when it was dead-lettered, which
+        ``listeners dlt`` filters by. Then ack."""
         message = delivery.message
-        content_type = getattr(getattr(message.raw, "header", None), "properties", None)
+        properties = getattr(getattr(message.raw, "header", None), "properties", None)
         envelope = rabbit_dead_letter(
-            self._endpoint, message, error, getattr(content_type, "content_type", None)
+            self._endpoint, message, error, getattr(properties, "content_type", None)
         )
-        await self._transport.publish(envelope)
+        kept = kept_properties(properties) | {"timestamp": datetime.now(UTC)}
+        await self._transport.republish(envelope, kept)
         await self.ack(delivery)
 
     async def retry_later(self, delivery: Delivery, retry: Retry) -> None:

@@ -11,10 +11,14 @@ import importlib
 import importlib.util
 import logging
 from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING
 
 from listeners.exceptions import TransportUnavailableError
 from listeners.spec import TransportKind
 from listeners.transport.base import Transport
+
+if TYPE_CHECKING:
+    from listeners.deadletter.store import DeadLetterStore
 
 log = logging.getLogger("listeners.transport")
 
@@ -45,6 +49,31 @@ def load_transport_class(kind: TransportKind, name: str) -> Callable[..., Transp
         ) from None
     transport_class: Callable[..., Transport] = getattr(module, attribute)
     return transport_class
+
+
+DEAD_LETTER_STORES: Mapping[str, str] = {
+    "MemoryKafkaTransport": "listeners.memory.dead_letters:MemoryKafkaDeadLetters",
+    "MemoryRabbitTransport": "listeners.memory.dead_letters:MemoryRabbitDeadLetters",
+    "KafkaTransport": "listeners.kafka.dead_letters:KafkaDeadLetters",
+    "RabbitTransport": "listeners.rabbit.dead_letters:RabbitDeadLetters",
+}
+"""Dead-letter store of each transport class (by class name; subclasses inherit it), imported lazily."""
+
+
+def dead_letter_store(transport: Transport) -> DeadLetterStore:
+    """The store that browses and replays the dead letters of ``transport`` (started or not)."""
+    for cls in type(transport).__mro__:
+        target = DEAD_LETTER_STORES.get(cls.__name__)
+        if target is not None:
+            module_name, _, attribute = target.partition(":")
+            store_class: Callable[[Transport], DeadLetterStore] = getattr(
+                importlib.import_module(module_name), attribute
+            )
+            return store_class(transport)
+    raise TransportUnavailableError(
+        f"the {transport.kind} transport {type(transport).__name__} has no dead-letter store; "
+        f"known: {', '.join(DEAD_LETTER_STORES)}"
+    )
 
 
 def transport_available(kind: TransportKind, name: str) -> bool:

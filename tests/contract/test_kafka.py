@@ -9,6 +9,7 @@ from tests.contract.suites.batch import BatchSuite
 from tests.contract.suites.consume import ConsumeSuite
 from tests.contract.suites.nonblocking import NonBlockingRetrySuite
 from tests.contract.suites.ordering import OrderingSuite
+from tests.contract.suites.replay import ReplaySuite
 from tests.contract.suites.retry import RetrySuite
 from tests.contract.suites.stop import StopSuite
 
@@ -36,4 +37,8 @@ class TestKafkaBatch(KafkaConfig, BatchSuite):
 
 
 class TestKafkaNonBlockingRetry(KafkaConfig, NonBlockingRetrySuite):
+    pass
+
+
+class TestKafkaReplay(KafkaConfig, ReplaySuite):
     pass

@@ -7,6 +7,7 @@ from tests.contract.suites.batch import BatchSuite
 from tests.contract.suites.consume import ConsumeSuite
 from tests.contract.suites.nonblocking import NonBlockingRetrySuite
 from tests.contract.suites.ordering import OrderingSuite
+from tests.contract.suites.replay import ReplaySuite
 from tests.contract.suites.retry import RetrySuite
 from tests.contract.suites.stop import StopSuite
 
@@ -52,4 +53,12 @@ class TestMemoryRabbitNonBlockingRetry(MemoryRabbitConfig, NonBlockingRetrySuite
 
 
 class TestMemoryKafkaNonBlockingRetry(MemoryKafkaConfig, NonBlockingRetrySuite):
+    pass
+
+
+class TestMemoryKafkaReplay(MemoryKafkaConfig, ReplaySuite):
+    pass
+
+
+class TestMemoryRabbitReplay(MemoryRabbitConfig, ReplaySuite):
     pass

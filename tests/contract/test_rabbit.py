@@ -8,6 +8,7 @@ from tests.contract.configs import RabbitMQConfig
 from tests.contract.suites.consume import ConsumeSuite
 from tests.contract.suites.nonblocking import NonBlockingRetrySuite
 from tests.contract.suites.ordering import OrderingSuite
+from tests.contract.suites.replay import ReplaySuite
 from tests.contract.suites.retry import RetrySuite
 from tests.contract.suites.stop import StopSuite
 
@@ -31,4 +32,8 @@ class TestRabbitStop(RabbitMQConfig, StopSuite):
 
 
 class TestRabbitNonBlockingRetry(RabbitMQConfig, NonBlockingRetrySuite):
+    pass
+
+
+class TestRabbitReplay(RabbitMQConfig, ReplaySuite):
     pass

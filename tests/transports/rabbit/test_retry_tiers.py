@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from typing import Any
 
 import aio_pika
@@ -21,20 +21,6 @@ from tests.support.rabbit_tools import take_all
 from tests.transports.rabbit.helpers import queue_state
 
 pytestmark = pytest.mark.rabbit
-
-
-@pytest.fixture
-async def cleanup(rabbit: str) -> AsyncIterator[list[str]]:
-    """Queue names to delete after the test (tier queues are not named like the run's cleanup knows)."""
-    names: list[str] = []
-    yield names
-    connection = await aio_pika.connect(rabbit)
-    try:
-        channel = await connection.channel()
-        for name in names:
-            await channel.queue_delete(name)
-    finally:
-        await connection.close()
 
 
 class Boom(Exception):
@@ -97,8 +83,10 @@ async def test_exhausted_retries_reach_the_dead_letter_queue_with_the_original_o
     box = flaky(queue, non_blocking(attempts=3, delay=0.1), failures=99, exchange=exchange,
                 routing_key="pay.*")  # fmt: skip
     async with running(app_with(box=box), embedded=False, overrides={"listeners.rabbit.url": rabbit}) as app:
+        published_at = datetime.now(UTC).timestamp()
         await app.rabbit.publish(exchange, "pay.now", {"amount": 3}, headers={"keep": "me"})
         await app.wait_for(lambda: app.stats("flaky").dead_lettered == 1, timeout=10)
+        dead_lettered_by = datetime.now(UTC).timestamp()
         stats = app.stats("flaky")
         assert stats.retried == 2
     assert [seen[:3] for seen in box.seen] == [(attempt, exchange, "pay.now") for attempt in (1, 2, 3)]
@@ -108,6 +96,8 @@ async def test_exhausted_retries_reach_the_dead_letter_queue_with_the_original_o
     [dead] = await take_all(rabbit, f"{queue}.dlq")
     assert dead.body == b'{"amount":3}'
     assert dead.content_type == "application/json"
+    assert dead.timestamp is not None, "stamped with the dead-letter time (listeners dlt --since)"
+    assert published_at - 1 <= dead.timestamp.timestamp() <= dead_lettered_by + 1, "whole seconds in AMQP"
     headers = dead.headers
     assert headers["retry-count"] == "3"
     assert headers["x-original-exchange"] == exchange
