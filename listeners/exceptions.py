@@ -14,7 +14,9 @@ of its class (``retryable``), refined per listener by the retry configuration.
     ├── MessageError                a message cannot be handled as it is (fatal: never retried)
     │   ├── MessageDecodeError      payload or header could not be decoded / validated
     │   └── RejectMessage           raised by a handler: dead-letter this message now
+    │   └── IdempotencyKeyError     the message has no usable idempotency key
     ├── RetryLater                  raised by a handler: retry this message after ``delay``
+    ├── IdempotencyStoreError       an idempotency store operation failed (retryable)
     └── TransportError              a broker operation failed (retryable unless stated)
         ├── BrokerUnavailableError  cannot connect / connection lost
         ├── PublishError            a publish was not confirmed
@@ -58,6 +60,11 @@ class RejectMessage(MessageError):
     """Raise from a handler to send the current message straight to the dead letter, without retries."""
 
 
+class IdempotencyKeyError(MessageError):
+    """The listener's ``idempotency_key`` cannot be read from this message (missing field or header,
+    or the key function failed or returned something other than a non-empty string)."""
+
+
 class RetryLater(ListenersError):
     """Raise from a handler to ask for a retry after ``delay`` seconds (or the configured back-off).
 
@@ -69,6 +76,12 @@ class RetryLater(ListenersError):
     def __init__(self, reason: str = "retry requested by handler", *, delay: float | None = None) -> None:
         super().__init__(reason)
         self.delay = delay
+
+
+class IdempotencyStoreError(ListenersError):
+    """An idempotency store could not be read or written (connection lost, server error)."""
+
+    retryable = True
 
 
 class TransportError(ListenersError):

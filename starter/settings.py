@@ -13,9 +13,10 @@ from pydantic import BaseModel, ConfigDict, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from listeners.durations import Duration
+from listeners.idempotency.config import IdempotencySettings
 from listeners.kafka.config import KafkaConfig
 from listeners.rabbit.config import RabbitConfig
-from listeners.spec import ListenerOptions, StoreName
+from listeners.spec import ListenerOptions
 
 
 class Section(BaseModel):
@@ -34,12 +35,6 @@ class ExecutorSettings(Section):
     """``listeners.executor``: the bounded thread pool that runs sync handlers."""
 
     max_workers: int = Field(default=16, ge=1)
-
-
-class IdempotencySettings(Section):
-    """``listeners.idempotency``: the store for listeners with an ``idempotency_key`` (not honoured yet)."""
-
-    store: StoreName = "sqlite"
 
 
 class TracingSettings(Section):

@@ -9,6 +9,8 @@ import pytest
 
 from tests.support.brokers import KafkaBroker, kafka_broker
 from tests.support.rabbit_tools import check_reachable, delete_test_entities, rabbit_url
+from tests.support.stores import POSTGRES_ENV, REDIS_ENV, postgres_dsn, redis_url
+from tests.support.stores import check_reachable as check_store_reachable
 
 
 @pytest.fixture(scope="session")
@@ -25,3 +27,21 @@ def rabbit() -> Iterator[str]:
     check_reachable(url)
     yield url
     asyncio.run(delete_test_entities(url))
+
+
+@pytest.fixture(scope="session")
+def redis() -> str:
+    """The URL of the run's Redis (LISTENERS_TEST_REDIS_URL); tests use unique key prefixes."""
+    url = redis_url()
+    check_store_reachable(
+        "Redis", url, 6379, "'redis-server --daemonize yes' (or scripts/services.sh)", REDIS_ENV
+    )
+    return url
+
+
+@pytest.fixture(scope="session")
+def postgres() -> str:
+    """The DSN of the run's PostgreSQL (LISTENERS_TEST_POSTGRES_DSN); tests use unique tables or keys."""
+    dsn = postgres_dsn()
+    check_store_reachable("PostgreSQL", dsn, 5432, "'scripts/services.sh'", POSTGRES_ENV)
+    return dsn

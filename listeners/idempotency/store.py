@@ -1,0 +1,69 @@
+"""The seam every idempotency store implements: claim a key under a lease, complete it, release it.
+
+A key moves through three states: free, *in progress* (claimed under a lease that holds a random
+token) and *done* (kept for ``ttl``). Only the holder of the token can complete or release a claim,
+so a worker whose lease ran out (and whose key another worker claimed since) changes nothing.
+Keys are namespaced (the listener id), so two listeners never see each other's keys.
+"""
+
+from __future__ import annotations
+
+import enum
+import secrets
+from dataclasses import dataclass
+from typing import Protocol
+
+
+class ClaimState(enum.Enum):
+    """What a claim found: the key is now the caller's, someone else's for a while, or done."""
+
+    CLAIMED = "claimed"
+    """The key was free (or its lease had run out): the caller holds it now."""
+    IN_PROGRESS = "in_progress"
+    """Another worker holds a live lease on it."""
+    DONE = "done"
+    """It was handled already (within its TTL)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """The answer to :meth:`IdempotencyStore.claim`.
+
+    ``token`` identifies the caller's claim (CLAIMED only). ``retry_after`` is how many seconds are
+    left on another worker's lease (IN_PROGRESS only, when the store knows).
+    """
+
+    state: ClaimState
+    token: str | None = None
+    retry_after: float | None = None
+
+
+class IdempotencyStore(Protocol):
+    """Where listeners record which business keys they handled. Errors raise; the caller decides
+    between failing closed (wait) and failing open (handle anyway)."""
+
+    async def start(self) -> None:
+        """Connect (and create tables where configured); raises IdempotencyStoreError naming the
+        server when it cannot."""
+        ...
+
+    async def claim(self, namespace: str, key: str, *, lease: float) -> Claim:
+        """Claim ``key`` for ``lease`` seconds unless it is done or held under a live lease."""
+        ...
+
+    async def complete(self, namespace: str, key: str, token: str, *, ttl: float) -> None:
+        """Mark the claimed ``key`` done for ``ttl`` seconds (if ``token`` still holds it)."""
+        ...
+
+    async def release(self, namespace: str, key: str, token: str) -> None:
+        """Free the claimed ``key`` so a redelivery can run (if ``token`` still holds it)."""
+        ...
+
+    async def close(self) -> None:
+        """Free connections; the store is not used afterwards."""
+        ...
+
+
+def new_token() -> str:
+    """A random claim token."""
+    return secrets.token_hex(16)

@@ -1,0 +1,103 @@
+"""What every idempotency store must do, written once: ``class TestX(StoreSuite)`` with a ``store``
+fixture runs it on one store. Leases and TTLs are short real durations, so the same suite runs on
+stores whose clock is the server's (Redis, PostgreSQL)."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+from listeners.idempotency.store import ClaimState, IdempotencyStore
+
+SHORT = 0.3
+"""Seconds a short lease or TTL lasts in these tests."""
+PAST_SHORT = 0.6
+LONG = 60.0
+
+
+def namespace() -> str:
+    return f"listener-{uuid.uuid4().hex[:10]}"
+
+
+class StoreSuite:
+    async def test_a_free_key_is_claimed_and_then_in_progress(self, store: IdempotencyStore) -> None:
+        ns = namespace()
+        first = await store.claim(ns, "order-1", lease=LONG)
+        assert first.state is ClaimState.CLAIMED
+        assert first.token
+        again = await store.claim(ns, "order-1", lease=LONG)
+        assert again.state is ClaimState.IN_PROGRESS
+        assert again.token is None
+        assert again.retry_after is None or 0 < again.retry_after <= LONG
+
+    async def test_a_completed_key_is_done(self, store: IdempotencyStore) -> None:
+        ns = namespace()
+        claim = await store.claim(ns, "order-2", lease=LONG)
+        assert claim.token is not None
+        await store.complete(ns, "order-2", claim.token, ttl=LONG)
+        assert (await store.claim(ns, "order-2", lease=LONG)).state is ClaimState.DONE
+
+    async def test_a_released_key_can_be_claimed_again(self, store: IdempotencyStore) -> None:
+        ns = namespace()
+        claim = await store.claim(ns, "order-3", lease=LONG)
+        assert claim.token is not None
+        await store.release(ns, "order-3", claim.token)
+        again = await store.claim(ns, "order-3", lease=LONG)
+        assert again.state is ClaimState.CLAIMED
+        assert again.token != claim.token
+
+    async def test_an_expired_lease_frees_the_key_and_its_old_token_changes_nothing(
+        self, store: IdempotencyStore
+    ) -> None:
+        ns = namespace()
+        dead = await store.claim(ns, "order-4", lease=SHORT)
+        assert dead.token is not None
+        await asyncio.sleep(PAST_SHORT)
+        taken = await store.claim(ns, "order-4", lease=LONG)
+        assert taken.state is ClaimState.CLAIMED
+        await store.complete(ns, "order-4", dead.token, ttl=LONG)  # the process that lost its lease
+        await store.release(ns, "order-4", dead.token)
+        assert (await store.claim(ns, "order-4", lease=LONG)).state is ClaimState.IN_PROGRESS
+
+    async def test_a_done_key_is_forgotten_after_its_ttl(self, store: IdempotencyStore) -> None:
+        ns = namespace()
+        claim = await store.claim(ns, "order-5", lease=LONG)
+        assert claim.token is not None
+        await store.complete(ns, "order-5", claim.token, ttl=SHORT)
+        assert (await store.claim(ns, "order-5", lease=LONG)).state is ClaimState.DONE
+        await asyncio.sleep(PAST_SHORT)
+        assert (await store.claim(ns, "order-5", lease=LONG)).state is ClaimState.CLAIMED
+
+    async def test_a_wrong_token_neither_completes_nor_releases(self, store: IdempotencyStore) -> None:
+        ns = namespace()
+        claim = await store.claim(ns, "order-6", lease=LONG)
+        assert claim.token is not None
+        await store.complete(ns, "order-6", "not-the-token", ttl=LONG)
+        await store.release(ns, "order-6", "not-the-token")
+        assert (await store.claim(ns, "order-6", lease=LONG)).state is ClaimState.IN_PROGRESS
+
+    async def test_namespaces_keep_listeners_apart(self, store: IdempotencyStore) -> None:
+        one, other = namespace(), namespace()
+        claim = await store.claim(one, "order-7", lease=LONG)
+        assert claim.token is not None
+        await store.complete(one, "order-7", claim.token, ttl=LONG)
+        assert (await store.claim(other, "order-7", lease=LONG)).state is ClaimState.CLAIMED
+
+    async def test_concurrent_claims_of_one_key_give_one_holder(self, store: IdempotencyStore) -> None:
+        ns = namespace()
+        claims = await asyncio.gather(*(store.claim(ns, "order-8", lease=LONG) for _ in range(20)))
+        states = [claim.state for claim in claims]
+        assert states.count(ClaimState.CLAIMED) == 1
+        assert states.count(ClaimState.IN_PROGRESS) == 19
+
+    async def test_any_key_text_is_a_key(self, store: IdempotencyStore) -> None:
+        ns = namespace()
+        keys = ["a:b:c", "ключ-💡", "x" * 1000, "with space", "quote'\"", "%_*?[]"]
+        for key in keys:
+            claim = await store.claim(ns, key, lease=LONG)
+            assert claim.state is ClaimState.CLAIMED, key
+            assert claim.token is not None
+            await store.complete(ns, key, claim.token, ttl=LONG)
+        for key in keys:
+            assert (await store.claim(ns, key, lease=LONG)).state is ClaimState.DONE, key
+        assert (await store.claim(ns, "a:b", lease=LONG)).state is ClaimState.CLAIMED, "no prefix match"
