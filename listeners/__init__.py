@@ -10,6 +10,8 @@ from listeners.exceptions import (
     BrokerUnavailableError,
     ConfigError,
     DeclarationError,
+    IdempotencyKeyError,
+    IdempotencyStoreError,
     ListenersError,
     MessageDecodeError,
     MessageError,
@@ -22,6 +24,7 @@ from listeners.exceptions import (
     TransportUnavailableError,
     UnroutableError,
 )
+from listeners.idempotency.store import Claim, ClaimState, IdempotencyStore
 from listeners.message import Header, Headers, Message, Outgoing
 from listeners.publishing import KafkaPublisher, RabbitPublisher
 from listeners.runtime.pipeline import Handler, Interceptor
@@ -31,6 +34,8 @@ from listeners.transport.base import PublishReceipt
 __all__ = [
     "Backoff",
     "BrokerUnavailableError",
+    "Claim",
+    "ClaimState",
     "Clock",
     "ConfigError",
     "DeadLetter",
@@ -39,6 +44,9 @@ __all__ = [
     "Header",
     "Headers",
     "Idempotency",
+    "IdempotencyKeyError",
+    "IdempotencyStore",
+    "IdempotencyStoreError",
     "Interceptor",
     "KafkaPublisher",
     "ListenerOptions",

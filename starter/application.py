@@ -20,7 +20,10 @@ from typing import Any
 from listeners.clock import Clock
 from listeners.codec import Codec
 from listeners.discovery import discover, modules_needing_wiring
-from listeners.exceptions import StartupError, TransportError
+from listeners.exceptions import IdempotencyStoreError, StartupError, TransportError
+from listeners.idempotency.guard import IdempotencyGuard
+from listeners.idempotency.keys import key_reader, needs_payload
+from listeners.idempotency.registry import IdempotencyStores
 from listeners.retry.interceptor import ErrorHandler
 from listeners.runtime.container import ListenerContainer
 from listeners.runtime.forwarding import Forwarder
@@ -58,6 +61,7 @@ class ListenersApplication:
         self.container = container
         self.listeners: dict[str, ListenerContainer] = {}
         self._plan: Plan | None = None
+        self._stores: IdempotencyStores | None = None
         self._started = False
 
     @property
@@ -87,6 +91,7 @@ class ListenersApplication:
             for kind in sorted({resolved.endpoint.kind for resolved in self._plan.listeners}):
                 await self._connect(registry, kind)
             await self._start_resources()
+            await self._start_idempotency_stores(self._plan)
             for resolved in self._plan.listeners:
                 await self._declare(registry, resolved)
             built = [await self._build(resolved) for resolved in self._plan.listeners]
@@ -119,6 +124,9 @@ class ListenersApplication:
         if summary:
             for listener_id, listener in self.listeners.items():
                 log.info("listener %s stopped: %s", listener_id, listener.stats.summary())
+        if self._stores is not None:
+            await _logged("closing the idempotency stores", self._stores.close())
+            self._stores = None
         if self._plan is not None:  # settings loaded, so the providers below can be built
             await _logged("closing the transports", self.container.transports().close())
             await _logged("closing the embedded broker", self.container.memory_broker().close())
@@ -132,6 +140,38 @@ class ListenersApplication:
 
     async def _start_resources(self) -> None:
         await _maybe_await(self.container.init_resources)
+
+    async def _start_idempotency_stores(self, plan: Plan) -> None:
+        """Start the store of every listener with an ``idempotency_key``, before anything consumes."""
+        users = [r for r in plan.listeners if r.declaration.spec.idempotency_key is not None]
+        if not users:
+            return
+        clock: Clock = self.container.clock()
+        defaults = plan.loaded.settings.listeners.idempotency
+        self._stores = IdempotencyStores(defaults, clock, self.container.idempotency_store())
+        for resolved in users:
+            if resolved.endpoint.options.batch:
+                raise StartupError(
+                    f"listener {resolved.listener_id}: idempotency_key is not supported on batch listeners"
+                )
+            kind = resolved.endpoint.options.idempotency.store or defaults.store
+            try:
+                await self._stores.started(kind)
+            except IdempotencyStoreError as error:
+                raise StartupError(
+                    f"listener {resolved.listener_id}: cannot start the {kind} idempotency store: {error}"
+                ) from error
+
+    async def _guard(self, resolved: ResolvedListener) -> IdempotencyGuard | None:
+        declared = resolved.declaration.spec.idempotency_key
+        if declared is None or self._stores is None:
+            return None
+        options = resolved.endpoint.options.idempotency
+        kind = options.store or self.settings.listeners.idempotency.store
+        store = await self._stores.started(kind)
+        return IdempotencyGuard(
+            resolved.listener_id, store, options, key_reader(resolved.listener_id, declared)
+        )
 
     async def _connect(self, registry: TransportRegistry, kind: TransportKind) -> None:
         try:
@@ -163,6 +203,7 @@ class ListenersApplication:
                 self.container.rabbit_publisher(),
             )
         codec: Codec = self.container.codec()
+        declared_key = spec.idempotency_key
         invoker = Invoker(
             listener_id=resolved.listener_id,
             handler=handler,
@@ -170,6 +211,8 @@ class ListenersApplication:
             codec=codec,
             executor=self.container.executor(),
             forward=forward,
+            guard=await self._guard(resolved),
+            key_needs_payload=declared_key is not None and needs_payload(declared_key),
         )
         user_interceptors: list[Interceptor] = list(self.container.interceptors())
         clock: Clock = self.container.clock()

@@ -52,8 +52,9 @@ class ListenersContainer(containers.DeclarativeContainer):
     Replaceable providers (declare one with the same name to replace it): ``launch``,
     ``settings_model``, ``clock``, ``codec``, ``memory_broker``, ``kafka_transport``,
     ``rabbit_transport``, ``kafka_publisher``, ``rabbit_publisher``, ``executor``, ``interceptors``.
-    ``idempotency_store`` and ``tracer_provider`` are reserved for the idempotency and tracing
-    features; they are not used yet.
+    ``idempotency_store``: a store (any :class:`~listeners.idempotency.store.IdempotencyStore`) that
+    serves every listener with an ``idempotency_key`` instead of the configured ones.
+    ``tracer_provider`` is reserved for tracing; it is not used yet.
     """
 
     launch = providers.Object(LaunchOptions())

@@ -138,13 +138,10 @@ def _not_yet_honoured(
     declaration: Declaration, options: ListenerOptions, sources: Mapping[str, str]
 ) -> tuple[str, ...]:
     notes = []
-    if declaration.spec.idempotency_key is not None:
+    if declaration.spec.idempotency_key is None and any(path.startswith("idempotency") for path in sources):
         notes.append(
-            "idempotency_key is declared but not honoured yet: duplicates are NOT skipped "
-            "(idempotency stores are planned)"
+            "idempotency options are set but the listener has no idempotency_key: nothing is deduplicated"
         )
-    elif any(path.startswith("idempotency") for path in sources):
-        notes.append("idempotency options are set but not honoured yet (idempotency stores are planned)")
     return tuple(notes)
 
 

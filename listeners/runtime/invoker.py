@@ -14,6 +14,7 @@ from pydantic import TypeAdapter
 
 from listeners.codec import Codec
 from listeners.exceptions import MessageDecodeError
+from listeners.idempotency.guard import IdempotencyGuard
 from listeners.message import Message
 from listeners.outcome import ACK, Outcome
 from listeners.runtime.parameters import HeaderParameter, ParameterPlan
@@ -27,7 +28,9 @@ class Invoker:
 
     Async handlers run on the event loop; sync handlers run in the bounded ``executor`` with the
     caller's context variables. A payload or header that cannot be converted raises
-    :class:`~listeners.exceptions.MessageDecodeError` (fatal: no retries).
+    :class:`~listeners.exceptions.MessageDecodeError` (fatal: no retries). With an idempotency
+    ``guard`` the handler runs only for a business key claimed in the store (after decoding, since
+    the key may come from the payload).
     """
 
     def __init__(
@@ -39,17 +42,25 @@ class Invoker:
         codec: Codec,
         executor: Executor,
         forward: Forward | None = None,
+        guard: IdempotencyGuard | None = None,
+        key_needs_payload: bool = True,
     ) -> None:
         self._listener_id = listener_id
         self._handler = handler
         self._is_async = plan.is_async
         self._executor = executor
         self._forward = forward
+        self._guard = guard
         self._builders = self._argument_builders(plan, codec)
         # The common handler is async and takes just its payload: decode inline, call it positionally.
         only_payload = plan.payload_first and len(self._builders) == 1 and plan.is_async and not plan.batch
-        self._decode_only = codec.decoder_for(plan.payload_type) if only_payload else None
+        self._decode_only = codec.decoder_for(plan.payload_type) if only_payload and guard is None else None
         self._payload_type = plan.payload_type
+        self._payload_name = plan.payload
+        # A key read from the payload of a handler that takes none: decode the body as plain JSON.
+        self._key_payload = (
+            self._payload_builder(codec, Any) if key_needs_payload and plan.payload is None else None
+        )
 
     async def __call__(self, message: Message) -> Outcome:
         decode = self._decode_only
@@ -63,6 +74,23 @@ class Invoker:
                 await self._forward(result, message)
             return ACK
         arguments = {name: build(message) for name, build in self._builders}
+        guard = self._guard
+        if guard is None:  # _call inlined: one coroutine frame less on every message
+            if self._is_async:
+                result = await self._handler(**arguments)
+            else:
+                call = functools.partial(contextvars.copy_context().run, self._handler, **arguments)
+                result = await asyncio.get_running_loop().run_in_executor(self._executor, call)
+            if result is not None and self._forward is not None:
+                await self._forward(result, message)
+            return ACK
+        if self._payload_name is not None:
+            payload = arguments[self._payload_name]
+        else:
+            payload = self._key_payload(message) if self._key_payload is not None else None
+        return await guard.run(message, payload, functools.partial(self._call, message, arguments))
+
+    async def _call(self, message: Message, arguments: dict[str, Any]) -> Outcome:
         if self._is_async:
             result = await self._handler(**arguments)
         else:

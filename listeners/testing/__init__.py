@@ -43,7 +43,12 @@ _BLIND_QUIET_TURNS = 20
 _MAX_UNCHANGED_TURNS = 50
 """Turns without progress after which the app counts as settled even if other tasks keep running."""
 
-EMBEDDED = {"listeners.kafka.bootstrap_servers": "memory://", "listeners.rabbit.url": "memory://"}
+EMBEDDED = {
+    "listeners.kafka.bootstrap_servers": "memory://",
+    "listeners.rabbit.url": "memory://",
+    "listeners.idempotency.store": "memory",
+}
+"""Settings of an app under test: the embedded broker, and idempotency keys in memory (no files)."""
 
 __all__ = ["TestApp", "running"]
 

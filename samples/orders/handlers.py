@@ -13,7 +13,13 @@ from samples.orders.services import AuditLog, Billing, InvalidOrder, Mailer
 log = logging.getLogger("samples.orders")
 
 
-@kafka_listener("orders", id="billing", concurrency=2, retry=Retry(attempts=3, not_retryable=(InvalidOrder,)))
+@kafka_listener(
+    "orders",
+    id="billing",
+    concurrency=2,
+    retry=Retry(attempts=3, not_retryable=(InvalidOrder,)),
+    idempotency_key="order_id",  # an order sent twice is billed once
+)
 @send_to(exchange="payments", routing_key="payment.requested")
 @inject
 async def bill(

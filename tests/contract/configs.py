@@ -59,10 +59,16 @@ class TransportConfig:
 
     @asynccontextmanager
     async def run(
-        self, *handlers: Any, overrides: dict[str, Any] | None = None, clock: Clock | None = None
+        self,
+        *handlers: Any,
+        overrides: dict[str, Any] | None = None,
+        clock: Clock | None = None,
+        idempotency_store: Any = None,
     ) -> AsyncIterator[TestApp]:
         container = app_with(*handlers)
         self.prepare(container, clock)
+        if idempotency_store is not None:
+            container.idempotency_store.override(providers.Object(idempotency_store))
         async with running(
             container, overrides={**self.overrides(), **(overrides or {})}, clock=clock
         ) as app:

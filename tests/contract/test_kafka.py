@@ -7,6 +7,7 @@ import pytest
 from tests.contract.configs import KafkaConfig
 from tests.contract.suites.batch import BatchSuite
 from tests.contract.suites.consume import ConsumeSuite
+from tests.contract.suites.idempotency import IdempotencySuite
 from tests.contract.suites.nonblocking import NonBlockingRetrySuite
 from tests.contract.suites.ordering import OrderingSuite
 from tests.contract.suites.replay import ReplaySuite
@@ -41,4 +42,8 @@ class TestKafkaNonBlockingRetry(KafkaConfig, NonBlockingRetrySuite):
 
 
 class TestKafkaReplay(KafkaConfig, ReplaySuite):
+    pass
+
+
+class TestKafkaIdempotency(KafkaConfig, IdempotencySuite):
     pass

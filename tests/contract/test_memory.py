@@ -5,6 +5,7 @@ from __future__ import annotations
 from tests.contract.configs import MemoryKafkaConfig, MemoryRabbitConfig
 from tests.contract.suites.batch import BatchSuite
 from tests.contract.suites.consume import ConsumeSuite
+from tests.contract.suites.idempotency import IdempotencySuite
 from tests.contract.suites.nonblocking import NonBlockingRetrySuite
 from tests.contract.suites.ordering import OrderingSuite
 from tests.contract.suites.replay import ReplaySuite
@@ -61,4 +62,12 @@ class TestMemoryKafkaReplay(MemoryKafkaConfig, ReplaySuite):
 
 
 class TestMemoryRabbitReplay(MemoryRabbitConfig, ReplaySuite):
+    pass
+
+
+class TestMemoryKafkaIdempotency(MemoryKafkaConfig, IdempotencySuite):
+    pass
+
+
+class TestMemoryRabbitIdempotency(MemoryRabbitConfig, IdempotencySuite):
     pass

@@ -6,6 +6,7 @@ import pytest
 
 from tests.contract.configs import RabbitMQConfig
 from tests.contract.suites.consume import ConsumeSuite
+from tests.contract.suites.idempotency import IdempotencySuite
 from tests.contract.suites.nonblocking import NonBlockingRetrySuite
 from tests.contract.suites.ordering import OrderingSuite
 from tests.contract.suites.replay import ReplaySuite
@@ -36,4 +37,8 @@ class TestRabbitNonBlockingRetry(RabbitMQConfig, NonBlockingRetrySuite):
 
 
 class TestRabbitReplay(RabbitMQConfig, ReplaySuite):
+    pass
+
+
+class TestRabbitIdempotency(RabbitMQConfig, IdempotencySuite):
     pass

@@ -35,6 +35,19 @@ async def test_an_order_is_billed_forwarded_to_rabbitmq_notified_and_audited() -
     assert container.audit_log().entries == ["order o-1 by ada: 1 line(s)"]
 
 
+async def test_an_order_sent_twice_is_billed_once() -> None:
+    container = Container()
+    overrides = {"orders.demo.enabled": False, "orders.flaky_every": 0}
+    async with running(container, config_dir=CONFIG, profiles=("local",), overrides=overrides) as app:
+        await app.kafka.send("orders", order("o-2", 1), key="ada")
+        await app.kafka.send("orders", order("o-2", 1), key="ada")
+        await app.wait_for(lambda: app.stats("billing").duplicates_skipped == 1, message="the duplicate")
+        await app.wait_for(lambda: len(container.audit_log().entries) == 2, message="both audited")
+        assert app.stats("billing").processed == 1
+        await app.wait_for(lambda: len(container.mailer().sent) == 1, message="one notification")
+    assert container.mailer().sent == [("ada@example.com", "Your order o-2 costs 2.50 EUR.")]
+
+
 async def test_an_order_with_nothing_to_bill_is_dead_lettered_without_retries() -> None:
     container = Container()
     overrides = {"orders.demo.enabled": False, "orders.flaky_every": 0}
