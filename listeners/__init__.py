@@ -24,7 +24,7 @@ from listeners.exceptions import (
     TransportUnavailableError,
     UnroutableError,
 )
-from listeners.idempotency.store import Claim, ClaimState, IdempotencyStore
+from listeners.idempotency.store import Claim, ClaimState, IdempotencyStore, StoreTransaction
 from listeners.message import Header, Headers, Message, Outgoing
 from listeners.publishing import KafkaPublisher, RabbitPublisher
 from listeners.runtime.pipeline import Handler, Interceptor
@@ -64,6 +64,7 @@ __all__ = [
     "Retry",
     "RetryLater",
     "StartupError",
+    "StoreTransaction",
     "SystemClock",
     "TransportError",
     "TransportUnavailableError",

@@ -79,12 +79,18 @@ class DeadLetter(OptionModel):
 
 
 class Idempotency(OptionModel):
-    """Per-listener idempotency store options (the store is chosen in ``listeners.idempotency``)."""
+    """Per-listener idempotency options (the default store is chosen in ``listeners.idempotency``).
+
+    ``transactional``: commit the key in the handler's own database transaction (a store that supports
+    it, ``postgres``; the handler declares a ``StoreTransaction`` parameter and writes on its
+    connection) instead of claim, handle, complete.
+    """
 
     store: StoreName | None = None
     ttl: Duration = 7 * 86400.0
     lease: Duration = 30.0
     on_store_error: Literal["fail_closed", "fail_open"] = "fail_closed"
+    transactional: bool = False
 
 
 class ListenerOptions(OptionModel):

@@ -15,7 +15,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from listeners.clock import Clock
 from listeners.codec import Codec
@@ -24,11 +24,12 @@ from listeners.exceptions import IdempotencyStoreError, StartupError, TransportE
 from listeners.idempotency.guard import IdempotencyGuard
 from listeners.idempotency.keys import key_reader, needs_payload
 from listeners.idempotency.registry import IdempotencyStores
+from listeners.idempotency.store import TransactionalStore
 from listeners.retry.interceptor import ErrorHandler
 from listeners.runtime.container import ListenerContainer
 from listeners.runtime.forwarding import Forwarder
 from listeners.runtime.invoker import Invoker
-from listeners.runtime.parameters import plan_parameters
+from listeners.runtime.parameters import ParameterPlan, plan_parameters
 from listeners.runtime.pipeline import Interceptor, build_pipeline
 from listeners.spec import ListenerOptions, Retry, TransportKind
 from listeners.transport.registry import TransportRegistry
@@ -162,16 +163,32 @@ class ListenersApplication:
                     f"listener {resolved.listener_id}: cannot start the {kind} idempotency store: {error}"
                 ) from error
 
-    async def _guard(self, resolved: ResolvedListener) -> IdempotencyGuard | None:
+    async def _guard(self, resolved: ResolvedListener, parameters: ParameterPlan) -> IdempotencyGuard | None:
         declared = resolved.declaration.spec.idempotency_key
+        options = resolved.endpoint.options.idempotency
+        where = f"listener {resolved.listener_id}"
+        if parameters.transactions and not (declared is not None and options.transactional):
+            raise StartupError(
+                f"{where}: parameter {parameters.transactions[0]!r} takes the idempotency transaction, "
+                "which needs an idempotency_key and idempotency.transactional: true"
+            )
         if declared is None or self._stores is None:
             return None
-        options = resolved.endpoint.options.idempotency
         kind = options.store or self.settings.listeners.idempotency.store
         store = await self._stores.started(kind)
-        return IdempotencyGuard(
-            resolved.listener_id, store, options, key_reader(resolved.listener_id, declared)
-        )
+        transactions = None
+        if options.transactional:
+            if not parameters.transactions or not parameters.is_async:
+                raise StartupError(
+                    f"{where}: idempotency.transactional needs an async handler with a parameter annotated "
+                    "StoreTransaction, to write its rows in the key's transaction"
+                )
+            if not callable(getattr(store, "transaction", None)):
+                raise StartupError(f"{where}: idempotency.transactional needs a store with transactions "
+                                   f"(postgres), not {kind}")  # fmt: skip
+            transactions = cast(TransactionalStore, store)
+        key = key_reader(resolved.listener_id, declared)
+        return IdempotencyGuard(resolved.listener_id, store, options, key, transactions)
 
     async def _connect(self, registry: TransportRegistry, kind: TransportKind) -> None:
         try:
@@ -211,7 +228,7 @@ class ListenersApplication:
             codec=codec,
             executor=self.container.executor(),
             forward=forward,
-            guard=await self._guard(resolved),
+            guard=await self._guard(resolved, parameters),
             key_needs_payload=declared_key is not None and needs_payload(declared_key),
         )
         user_interceptors: list[Interceptor] = list(self.container.interceptors())

@@ -14,6 +14,12 @@ A store that cannot be reached stops the listener with ``on_store_error: fail_cl
 messages are deferred with a growing back-off until the store answers, so the listener's in-flight
 bound fills and its consumers pause. ``fail_open`` handles them without a claim instead (logged at
 WARNING): duplicates may then run twice.
+
+**Transactional mode** (``idempotency.transactional``, a store with transactions: PostgreSQL): no
+lease; the key is inserted as done inside a transaction the handler writes its own rows in, so both
+commit or roll back together (an exactly-once effect even if the process dies in between). A
+duplicate of a key in such a transaction waits for it to end; a store outage always fails closed
+(the handler needs the transaction to write in).
 """
 
 from __future__ import annotations
@@ -24,13 +30,16 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from listeners.idempotency.keys import KeyReader
-from listeners.idempotency.store import ClaimState, IdempotencyStore
+from listeners.idempotency.store import ClaimState, IdempotencyStore, StoreTransaction, TransactionalStore
 from listeners.message import Message
 from listeners.outcome import Ack, Defer, Outcome
 from listeners.retry.backoff import BackOffPolicy
 from listeners.spec import Backoff, Idempotency
 
 log = logging.getLogger("listeners.idempotency")
+
+Handle = Callable[[StoreTransaction | None], Awaitable[Outcome]]
+"""Runs the handler, with the idempotency transaction in transactional mode."""
 
 DUPLICATE = Ack(skipped="duplicate")
 IN_PROGRESS_RECHECK = (0.05, 1.0)
@@ -44,20 +53,28 @@ class IdempotencyGuard:
     """Runs a listener's handler at most once per business key (see the module docstring)."""
 
     def __init__(
-        self, listener_id: str, store: IdempotencyStore, options: Idempotency, key: KeyReader
+        self,
+        listener_id: str,
+        store: IdempotencyStore,
+        options: Idempotency,
+        key: KeyReader,
+        transactions: TransactionalStore | None = None,
     ) -> None:
         self._listener_id = listener_id
         self._store = store
+        self._transactions = transactions
         self._key = key
         self._lease = options.lease
         self._ttl = options.ttl
         self._fail_open = options.on_store_error == "fail_open"
         self._store_failures = 0
 
-    async def run(self, message: Message, payload: Any, handle: Callable[[], Awaitable[Outcome]]) -> Outcome:
+    async def run(self, message: Message, payload: Any, handle: Handle) -> Outcome:
         """Handle ``message`` through ``handle`` unless its key is done or in progress elsewhere."""
         key = self._key(message, payload)
         namespace = self._listener_id
+        if self._transactions is not None:
+            return await self._in_transaction(self._transactions, message, key, handle)
         try:
             claim = await self._store.claim(namespace, key, lease=self._lease)
         except Exception as error:
@@ -67,20 +84,47 @@ class IdempotencyGuard:
             log.debug("listener %s: %s is a duplicate of key %r: skipped", namespace, message.describe(), key)
             return DUPLICATE
         if claim.state is ClaimState.IN_PROGRESS or claim.token is None:
-            low, high = IN_PROGRESS_RECHECK
-            wait = min(max(claim.retry_after or high, low), high)
-            return Defer(wait, f"key {key!r} is in progress elsewhere")
+            return self._in_progress(key, claim.retry_after)
         token = claim.token
         try:
-            outcome = await handle()
+            outcome = await handle(None)
         except BaseException:
             await self._release(namespace, key, token)
             raise
         await self._complete(namespace, key, token, message)
         return outcome
 
+    async def _in_transaction(
+        self, store: TransactionalStore, message: Message, key: str, handle: Handle
+    ) -> Outcome:
+        namespace = self._listener_id
+        entered = False
+        try:
+            async with store.transaction(namespace, key, ttl=self._ttl) as transaction:
+                entered = True
+                self._store_failures = 0
+                if transaction.duplicate:
+                    log.debug(
+                        "listener %s: %s is a duplicate of key %r: skipped",
+                        namespace,
+                        message.describe(),
+                        key,
+                    )
+                    return DUPLICATE
+                if transaction.state is not ClaimState.CLAIMED:
+                    return self._in_progress(key, transaction.retry_after)
+                return await handle(transaction)
+        except Exception as error:
+            if entered:  # the handler failed (rolled back) or the commit did: an attempt that failed
+                raise
+            return self._wait_for_store(message, error)
+
+    def _in_progress(self, key: str, retry_after: float | None) -> Defer:
+        low, high = IN_PROGRESS_RECHECK
+        return Defer(min(max(retry_after or high, low), high), f"key {key!r} is in progress elsewhere")
+
     async def _store_unavailable(
-        self, message: Message, key: str, error: Exception, handle: Callable[[], Awaitable[Outcome]]
+        self, message: Message, key: str, error: Exception, handle: Handle
     ) -> Outcome:
         if self._fail_open:
             log.warning(
@@ -88,7 +132,10 @@ class IdempotencyGuard:
                 "(on_store_error: fail_open)",
                 self._listener_id, type(error).__name__, error, message.describe(), key,
             )  # fmt: skip
-            return await handle()
+            return await handle(None)
+        return self._wait_for_store(message, error)
+
+    def _wait_for_store(self, message: Message, error: Exception) -> Defer:
         self._store_failures += 1
         delay = STORE_BACKOFF.delay(min(self._store_failures, 16))
         log.error(

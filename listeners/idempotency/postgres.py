@@ -34,7 +34,7 @@ from asyncpg.pool import PoolConnectionProxy
 from listeners.exceptions import IdempotencyStoreError
 from listeners.idempotency.config import PostgresStoreConfig
 from listeners.idempotency.postgres_sql import Statements, create_table_sql, describe_server, quote_table
-from listeners.idempotency.store import Claim, ClaimState, new_token
+from listeners.idempotency.store import Claim, ClaimState, StoreTransaction, new_token
 
 log = logging.getLogger("listeners.idempotency")
 
@@ -55,7 +55,7 @@ _CLAIM_ATTEMPTS = 3
 in between); past that the key is churning and deferring is the safe answer."""
 
 
-class PostgresTransaction:
+class PostgresTransaction(StoreTransaction):
     """What :meth:`PostgresIdempotencyStore.transaction` yields: the key's state and, when this
     transaction holds the key, the connection to write the handler's business rows on.
 
@@ -69,11 +69,6 @@ class PostgresTransaction:
         self.state = state
         self.retry_after = retry_after
         self._connection = connection
-
-    @property
-    def duplicate(self) -> bool:
-        """The key is done already: the handler must not run."""
-        return self.state is ClaimState.DONE
 
     @property
     def connection(self) -> Connection:

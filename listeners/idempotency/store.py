@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import enum
 import secrets
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 
 class ClaimState(enum.Enum):
@@ -61,6 +62,40 @@ class IdempotencyStore(Protocol):
 
     async def close(self) -> None:
         """Free connections; the store is not used afterwards."""
+        ...
+
+
+class StoreTransaction:
+    """A transaction in which a listener's idempotency key commits together with its handler's writes.
+
+    Declare a handler parameter of this type on a listener with ``idempotency: {transactional: true}``
+    (a store that supports it: ``postgres``) and write on :attr:`connection`: the key row is inserted
+    in the same transaction, so the business writes and the key commit or roll back together.
+    """
+
+    state: ClaimState
+    retry_after: float | None
+
+    @property
+    def duplicate(self) -> bool:
+        """The key is done already: the handler must not run."""
+        return self.state is ClaimState.DONE
+
+    @property
+    def connection(self) -> Any:
+        """The store's database connection inside the transaction (asyncpg's for PostgreSQL)."""
+        raise NotImplementedError
+
+
+class TransactionalStore(Protocol):
+    """A store that can commit a key together with the handler's own writes."""
+
+    def transaction(
+        self, namespace: str, key: str, *, ttl: float, wait: float | None = None
+    ) -> AbstractAsyncContextManager[StoreTransaction]:
+        """Insert ``key`` as done in a new transaction; commit it with the block's writes, roll both
+        back on an exception. A key done already yields ``duplicate``; one held elsewhere
+        ``IN_PROGRESS`` (after waiting up to ``wait`` seconds for another transaction on it)."""
         ...
 
 

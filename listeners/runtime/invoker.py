@@ -15,6 +15,7 @@ from pydantic import TypeAdapter
 from listeners.codec import Codec
 from listeners.exceptions import MessageDecodeError
 from listeners.idempotency.guard import IdempotencyGuard
+from listeners.idempotency.store import StoreTransaction
 from listeners.message import Message
 from listeners.outcome import ACK, Outcome
 from listeners.runtime.parameters import HeaderParameter, ParameterPlan
@@ -57,6 +58,7 @@ class Invoker:
         self._decode_only = codec.decoder_for(plan.payload_type) if only_payload and guard is None else None
         self._payload_type = plan.payload_type
         self._payload_name = plan.payload
+        self._transactions = plan.transactions
         # A key read from the payload of a handler that takes none: decode the body as plain JSON.
         self._key_payload = (
             self._payload_builder(codec, Any) if key_needs_payload and plan.payload is None else None
@@ -90,7 +92,11 @@ class Invoker:
             payload = self._key_payload(message) if self._key_payload is not None else None
         return await guard.run(message, payload, functools.partial(self._call, message, arguments))
 
-    async def _call(self, message: Message, arguments: dict[str, Any]) -> Outcome:
+    async def _call(
+        self, message: Message, arguments: dict[str, Any], transaction: StoreTransaction | None
+    ) -> Outcome:
+        for name in self._transactions:
+            arguments[name] = transaction
         if self._is_async:
             result = await self._handler(**arguments)
         else:
@@ -108,6 +114,7 @@ class Invoker:
         builders.extend((name, _message) for name in plan.message)
         builders.extend((name, _records) for name in plan.message_lists)
         builders.extend((name, _headers) for name in plan.headers)
+        builders.extend((name, _no_transaction) for name in plan.transactions)
         builders.extend((header.parameter, self._header_builder(header)) for header in plan.header_values)
         return builders
 
@@ -155,6 +162,11 @@ def _decode_error(
     return MessageDecodeError(
         f"listener {listener_id}: cannot decode the payload of {message.describe()} as {type_name}: {error}"
     )
+
+
+def _no_transaction(message: Message) -> None:
+    """Until the guard opens one: the transaction parameter is set just before the call."""
+    return None
 
 
 def _message(message: Message) -> Message:

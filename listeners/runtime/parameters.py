@@ -1,7 +1,8 @@
 """What each handler parameter receives, worked out once from the signature.
 
 Rules, in order: a parameter annotated :class:`~listeners.message.Message` gets the message,
-:class:`~listeners.message.Headers` all headers, ``Annotated[T, Header("name")]`` one header; a
+:class:`~listeners.message.Headers` all headers, ``Annotated[T, Header("name")]`` one header,
+:class:`~listeners.idempotency.store.StoreTransaction` the idempotency transaction; a
 dependency-injector marker (``Provide[...]``) is left to wiring; the first remaining parameter is the
 payload, decoded by its annotation (unannotated means JSON). Any further parameter must have a default.
 """
@@ -15,6 +16,7 @@ from dataclasses import dataclass
 from typing import Annotated, Any, get_args, get_origin
 
 from listeners.exceptions import DeclarationError
+from listeners.idempotency.store import StoreTransaction
 from listeners.message import Header, Headers, Message
 
 
@@ -42,6 +44,8 @@ class ParameterPlan:
     message_lists: tuple[str, ...] = ()
     payload_first: bool = False
     """The payload is the first parameter, so it can be passed positionally."""
+    transactions: tuple[str, ...] = ()
+    """Parameters that receive the idempotency transaction (transactional mode)."""
 
 
 def plan_parameters(
@@ -67,6 +71,7 @@ def plan_parameters(
     headers: list[str] = []
     header_values: list[HeaderParameter] = []
     message_lists: list[str] = []
+    transactions: list[str] = []
     first = next((p.name for p in parameters if p.kind == p.POSITIONAL_OR_KEYWORD), None)
     for parameter in parameters:
         if parameter.kind in (parameter.VAR_POSITIONAL, parameter.VAR_KEYWORD):
@@ -86,6 +91,8 @@ def plan_parameters(
             message.append(parameter.name)
         elif _is_subclass(base, Headers):
             headers.append(parameter.name)
+        elif _is_subclass(base, StoreTransaction):
+            transactions.append(parameter.name)
         elif batch and _is_message_list(base):
             message_lists.append(parameter.name)
         elif payload is None:
@@ -112,6 +119,7 @@ def plan_parameters(
         batch=batch,
         message_lists=tuple(message_lists),
         payload_first=payload is not None and payload == first,
+        transactions=tuple(transactions),
     )
 
 

@@ -38,6 +38,7 @@ LISTENERS_API = {
     "Retry",
     "RetryLater",
     "StartupError",
+    "StoreTransaction",
     "SystemClock",
     "TransportError",
     "TransportUnavailableError",
