@@ -63,6 +63,7 @@ class ListenersApplication:
         self.listeners: dict[str, ListenerContainer] = {}
         self._plan: Plan | None = None
         self._stores: IdempotencyStores | None = None
+        self._guards: list[IdempotencyGuard] = []
         self._started = False
 
     @property
@@ -125,6 +126,9 @@ class ListenersApplication:
         if summary:
             for listener_id, listener in self.listeners.items():
                 log.info("listener %s stopped: %s", listener_id, listener.stats.summary())
+        for guard in self._guards:
+            await _logged("stopping lease renewal", guard.close())
+        self._guards = []
         if self._stores is not None:
             await _logged("closing the idempotency stores", self._stores.close())
             self._stores = None
@@ -188,7 +192,9 @@ class ListenersApplication:
                                    f"(postgres), not {kind}")  # fmt: skip
             transactions = cast(TransactionalStore, store)
         key = key_reader(resolved.listener_id, declared)
-        return IdempotencyGuard(resolved.listener_id, store, options, key, transactions)
+        guard = IdempotencyGuard(resolved.listener_id, store, options, key, transactions)
+        self._guards.append(guard)
+        return guard
 
     async def _connect(self, registry: TransportRegistry, kind: TransportKind) -> None:
         try:

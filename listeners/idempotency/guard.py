@@ -7,8 +7,9 @@ For each message the guard reads its key and claims it in the store under a leas
 - **in progress** (another worker holds a live lease): the message is *deferred* and claimed again
   shortly, never acknowledged and dropped: it runs once the holder released it or its lease ran out,
   or is skipped once the holder completed it;
-- **claimed**: the handler runs; on success the key is completed (kept ``ttl``), on failure the claim
-  is released so the redelivery or retry can run.
+- **claimed**: the handler runs, its lease renewed while it does (so a slow handler keeps its key);
+  on success the key is completed (kept ``ttl``), on failure the claim is released so the redelivery
+  or retry can run.
 
 A store that cannot be reached stops the listener with ``on_store_error: fail_closed`` (the default):
 messages are deferred with a growing back-off until the store answers, so the listener's in-flight
@@ -30,6 +31,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from listeners.idempotency.keys import KeyReader
+from listeners.idempotency.leases import LeaseKeeper
 from listeners.idempotency.store import ClaimState, IdempotencyStore, StoreTransaction, TransactionalStore
 from listeners.message import Message
 from listeners.outcome import Ack, Defer, Outcome
@@ -68,6 +70,11 @@ class IdempotencyGuard:
         self._ttl = options.ttl
         self._fail_open = options.on_store_error == "fail_open"
         self._store_failures = 0
+        self._leases = LeaseKeeper(store, listener_id, options.lease)
+
+    async def close(self) -> None:
+        """Stop renewing leases (the application's shutdown)."""
+        await self._leases.close()
 
     async def run(self, message: Message, payload: Any, handle: Handle) -> Outcome:
         """Handle ``message`` through ``handle`` unless its key is done or in progress elsewhere."""
@@ -86,11 +93,14 @@ class IdempotencyGuard:
         if claim.state is ClaimState.IN_PROGRESS or claim.token is None:
             return self._in_progress(key, claim.retry_after)
         token = claim.token
+        self._leases.hold(key, token)
         try:
             outcome = await handle(None)
         except BaseException:
+            self._leases.drop(key, token)
             await self._release(namespace, key, token)
             raise
+        self._leases.drop(key, token)
         await self._complete(namespace, key, token, message)
         return outcome
 

@@ -57,6 +57,13 @@ class MemoryIdempotencyStore:
         if entry is not None and entry.token == token:
             del self._entries[(namespace, key)]
 
+    async def extend(self, namespace: str, key: str, token: str, *, lease: float) -> bool:
+        entry = self._entries.get((namespace, key))
+        if entry is None or entry.token != token or entry.expires_at <= self._clock.time():
+            return False
+        entry.expires_at = self._clock.time() + lease
+        return True
+
     async def close(self) -> None:
         self._entries.clear()
 

@@ -137,7 +137,14 @@ class PostgresIdempotencyStore:
                         " listeners.idempotency.postgres.create_table: true"
                     )
                 # Preparing every statement now turns a table of the wrong shape into a start error.
-                for sql in (self._sql.claim, self._sql.read, self._sql.complete, self._sql.release):
+                sql_texts = (
+                    self._sql.claim,
+                    self._sql.read,
+                    self._sql.complete,
+                    self._sql.release,
+                    self._sql.extend,
+                )
+                for sql in sql_texts:
                     await con.prepare(sql)
         except BaseException as exc:
             pool.terminate()
@@ -161,6 +168,12 @@ class PostgresIdempotencyStore:
         """Delete ``key``'s claim if ``token`` still holds it, so a redelivery can claim it."""
         sql = self._sql.release
         await self._run("release", lambda con: con.execute(sql, namespace, key, token))
+
+    async def extend(self, namespace: str, key: str, token: str, *, lease: float) -> bool:
+        """Renew ``key``'s lease for ``lease`` seconds if ``token`` still holds it (and it is live)."""
+        sql = self._sql.extend
+        held = await self._run("extend", lambda con: con.fetchval(sql, namespace, key, token, float(lease)))
+        return bool(held)
 
     async def purge_expired(self) -> int:
         """Delete expired rows (dead leases, done keys past their TTL) in bounded batches; returns how

@@ -58,6 +58,11 @@ class Statements:
             " WHERE namespace = $1 AND key = $2 AND token = $3"
         )
         self.release = f"DELETE FROM {t} WHERE namespace = $1 AND key = $2 AND token = $3"
+        self.extend = (
+            f"UPDATE {t} SET expires_at = clock_timestamp() + make_interval(secs => $4::float8)"
+            " WHERE namespace = $1 AND key = $2 AND token = $3 AND expires_at > clock_timestamp()"
+            " RETURNING true"
+        )
         # ctid = ANY(ARRAY(...)) is a TID scan; SKIP LOCKED lets several instances purge side by side and
         # leaves alone a row someone is re-claiming right now (the outer check re-tests its expiry).
         self.purge = (

@@ -57,6 +57,10 @@ _COMPLETE = (
     f'UPDATE {TABLE} SET token = NULL, expires_at = ?4 WHERE namespace = ?1 AND "key" = ?2 AND token = ?3'
 )
 _RELEASE = f'DELETE FROM {TABLE} WHERE namespace = ?1 AND "key" = ?2 AND token = ?3'
+_EXTEND = (
+    f'UPDATE {TABLE} SET expires_at = ?4 WHERE namespace = ?1 AND "key" = ?2 AND token = ?3'
+    " AND expires_at > ?5 RETURNING 1"
+)
 _PURGE = f"DELETE FROM {TABLE} WHERE rowid IN (SELECT rowid FROM {TABLE} WHERE expires_at <= ?1 LIMIT ?2)"
 
 
@@ -108,6 +112,10 @@ class SqliteIdempotencyStore:
 
     async def release(self, namespace: str, key: str, token: str) -> None:
         await self._run(_RELEASE, (namespace, key, token))
+
+    async def extend(self, namespace: str, key: str, token: str, *, lease: float) -> bool:
+        now = self._clock.time()
+        return bool(list(await self._run(_EXTEND, (namespace, key, token, now + lease, now))))
 
     async def close(self) -> None:
         db, self._db = self._db, None

@@ -60,6 +60,10 @@ class IdempotencyStore(Protocol):
         """Free the claimed ``key`` so a redelivery can run (if ``token`` still holds it)."""
         ...
 
+    async def extend(self, namespace: str, key: str, token: str, *, lease: float) -> bool:
+        """Renew the claim for ``lease`` seconds from now; False if ``token`` no longer holds it."""
+        ...
+
     async def close(self) -> None:
         """Free connections; the store is not used afterwards."""
         ...

@@ -101,3 +101,22 @@ class StoreSuite:
         for key in keys:
             assert (await store.claim(ns, key, lease=LONG)).state is ClaimState.DONE, key
         assert (await store.claim(ns, "a:b", lease=LONG)).state is ClaimState.CLAIMED, "no prefix match"
+
+    async def test_a_live_claim_is_extended_and_a_lost_one_is_not(self, store: IdempotencyStore) -> None:
+        ns = namespace()
+        claim = await store.claim(ns, "order-9", lease=SHORT)
+        assert claim.token is not None
+        assert await store.extend(ns, "order-9", claim.token, lease=LONG)
+        await asyncio.sleep(PAST_SHORT)  # past the first lease, within the extended one
+        assert (await store.claim(ns, "order-9", lease=LONG)).state is ClaimState.IN_PROGRESS
+        assert not await store.extend(ns, "order-9", "not-the-token", lease=LONG)
+        await store.complete(ns, "order-9", claim.token, ttl=LONG)
+        assert not await store.extend(ns, "order-9", claim.token, lease=LONG), "done, not held"
+        assert (await store.claim(ns, "order-9", lease=LONG)).state is ClaimState.DONE
+
+    async def test_an_expired_claim_is_not_extended(self, store: IdempotencyStore) -> None:
+        ns = namespace()
+        claim = await store.claim(ns, "order-10", lease=SHORT)
+        assert claim.token is not None
+        await asyncio.sleep(PAST_SHORT)
+        assert not await store.extend(ns, "order-10", claim.token, lease=LONG), "another may hold it now"

@@ -133,6 +133,33 @@ class IdempotencySuite(TransportConfig):
             await app.wait_for(lambda: (stats.processed, stats.duplicates_skipped) == (1, 1), timeout=10)
         assert Handlers.started == ["p-b"]
 
+    async def test_a_handler_slower_than_its_lease_keeps_its_key(self) -> None:
+        source = unique("idem-slow")
+        short_lease = {"lease": 0.3}
+
+        class Handlers:
+            running = 0
+            overlapped = False
+            started: list[str] = []
+
+            @self.listener(source, id="idem-slow", idempotency_key="payment_id", idempotency=short_lease,
+                           ordering="none")  # fmt: skip
+            async def handle(self, payment: Payment) -> None:
+                type(self).running += 1
+                type(self).overlapped |= self.running > 1
+                self.started.append(payment.payment_id)
+                await asyncio.sleep(1.0)  # more than three leases: renewed meanwhile
+                type(self).running -= 1
+
+        async with self.run(Handlers(), overrides=MEMORY_STORE) as app:
+            await self.publish(app, source, Payment(payment_id="p-s"))
+            await app.wait_for(lambda: Handlers.started == ["p-s"], timeout=30)
+            await self.publish(app, source, Payment(payment_id="p-s"))
+            stats = app.stats("idem-slow")
+            await app.wait_for(lambda: (stats.processed, stats.duplicates_skipped) == (1, 1), timeout=10)
+        assert Handlers.started == ["p-s"]
+        assert not Handlers.overlapped
+
     async def test_a_message_without_its_key_is_dead_lettered(self) -> None:
         source = unique("idem-nokey")
 
