@@ -1,6 +1,7 @@
 """Throughput benchmarks: listeners next to the raw client library, same broker, same run.
 
-    python -m benchmarks [--suite kafka|rabbit-consume|rabbit-publish|all] [--runs R] [--messages N]
+    python -m benchmarks [--suite kafka|rabbit-consume|rabbit-publish|idempotency|all] [--runs R]
+                         [--messages N]
 
 Suites (default: all, in this order):
 
@@ -9,6 +10,9 @@ Suites (default: all, in this order):
 - ``rabbit-consume``: RabbitMQ consume throughput, against a raw aio-pika consumer; 20000 messages.
 - ``rabbit-publish``: RabbitMQ confirmed publish throughput, one by one and pipelined, against raw
   aio-pika awaiting each confirm; 10000 messages (both ``benchmarks.rabbit_suite``), 5 runs per case.
+- ``idempotency``: one Kafka listener with an ``idempotency_key`` and each store (none, memory, sqlite,
+  redis, postgres), under ``ordering: partition`` and ``ordering: key``, on one topic of 20000
+  records produced once (``benchmarks.idempotency_suite``); 3 runs per case.
 
 Each suite runs its cases interleaved, each run in its own subprocess, prints a table of medians and
 writes every measurement to ``benchmarks/results/<date>-<suite>.json``. Exits non-zero when a run's
@@ -20,25 +24,34 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from benchmarks import kafka_suite, rabbit_suite
+from benchmarks import idempotency_suite, kafka_suite, rabbit_suite
 from benchmarks.suite import RESULTS
 
-SUITES = ("kafka", rabbit_suite.CONSUME, rabbit_suite.PUBLISH)
+SUITES = ("kafka", rabbit_suite.CONSUME, rabbit_suite.PUBLISH, idempotency_suite.NAME)
 
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.split("\n\n")[0])
     parser.add_argument("--suite", choices=(*SUITES, "all"), default="all", help="what to run (default all)")
     parser.add_argument(
-        "--runs", type=int, help="measured runs per case (default: kafka 3, rabbit 5); medians are reported"
+        "--runs",
+        type=int,
+        help="measured runs per case (default: kafka and idempotency 3, rabbit 5); medians are reported",
     )
     parser.add_argument("--messages", type=int, help="messages per run of every suite (default: per suite)")
     parser.add_argument("--timeout", type=float, default=300.0, help="seconds one run may take (default 300)")
     parser.add_argument("--results-dir", type=Path, default=RESULTS, help="default: benchmarks/results")
     kafka_suite.add_arguments(parser)
     rabbit_suite.add_arguments(parser)
+    idempotency_suite.add_arguments(parser)
     args = parser.parse_args()
-    counts = (args.messages, args.kafka_messages, args.consume_messages, args.publish_messages)
+    counts = (
+        args.messages,
+        args.kafka_messages,
+        args.consume_messages,
+        args.publish_messages,
+        args.idempotency_messages,
+    )
     if (args.runs is not None and args.runs < 1) or any(n is not None and n < 2 for n in counts):
         parser.error("runs must be >= 1 and message counts >= 2")
     if args.chunk < 1 or args.prefetch < 1:
@@ -56,6 +69,8 @@ def main() -> None:
         print(f"== {name}")
         if name == "kafka":
             passed = kafka_suite.run(args, args.results_dir)
+        elif name == idempotency_suite.NAME:
+            passed = idempotency_suite.run(args, args.results_dir)
         else:
             passed = rabbit_suite.run(name, args, args.results_dir)
         if not passed:

@@ -9,12 +9,23 @@ Redis never keeps a key forever. Every operation is one Lua script, hence one ro
   between a failed ``SET NX`` and a separate ``GET``.
 - complete: if the value is the caller's token, ``SET key done PX ttl``.
 - release: if the value is the caller's token, ``DEL key``.
+- extend: if the value is the caller's token, ``PEXPIRE key lease`` (a lease that ran out is gone).
 
 Leases and TTLs run on the Redis server's clock.
+
+Calls issued in the same event-loop turn (the claims of messages handed out together, the completes of
+handlers that finished together) are coalesced into one round trip: the first call of a turn schedules
+a flush with ``loop.call_soon`` (no timer), the calls made before it runs join its batch, and the flush
+sends them as ONE ``EVALSHA`` of a batch script that runs each call's operation in turn, in the order
+they were made, and answers each caller from its own reply. Each operation is the same as its lone
+script (a batch script runs atomically as a whole, so it is at least as atomic), and an error in one
+operation (a key of another type) fails that caller only; batching changes how many round trips the
+calls take, never what they do. A lone call is one ``EVALSHA`` of its own script, as before.
 """
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -32,6 +43,9 @@ DONE = "done"
 """The value of a completed key; tokens are hex, so no token equals it."""
 MAX_CONNECTIONS = 64
 """Connections one store opens at most; an operation waits up to ``timeout`` for a free one."""
+MAX_BATCH = 512
+"""Calls one batch carries at most; more calls in the same turn start another batch (another round
+trip); it also bounds how long one batch script keeps the server busy."""
 
 _CLAIMED, _DONE, _IN_PROGRESS = 1, 2, 3
 
@@ -60,14 +74,64 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then
 end
 return 0
 """
+# KEYS[1] key; ARGV[1] token, ARGV[2] lease (ms) -> 1 if extended.
+EXTEND_SCRIPT = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+return 0
+"""
+# KEYS[i] the i-th call's key; ARGV[1] done marker; ARGV[3i-1], ARGV[3i], ARGV[3i+1] the i-th call's
+# operation (c claim, d complete, r release, e extend), token and lease or ttl (ms) -> the calls'
+# replies joined by newlines: a claim "state:pttl", the others "1" or "0", a failed call "!error". Each
+# operation is its lone script's, on the time the batch started (expiry is judged at a script's start).
+BATCH_SCRIPT = """
+local done = ARGV[1]
+local replies = {}
+for i = 1, #KEYS do
+  local key, op, token, ms = KEYS[i], ARGV[3 * i - 1], ARGV[3 * i], ARGV[3 * i + 1]
+  local ok, reply = pcall(function()
+    if op == 'c' then
+      if redis.call('SET', key, token, 'NX', 'PX', ms) then return '1:0' end
+      local state = 3
+      if redis.call('GET', key) == done then state = 2 end
+      return state .. ':' .. redis.call('PTTL', key)
+    end
+    if redis.call('GET', key) ~= token then return '0' end
+    if op == 'd' then
+      redis.call('SET', key, done, 'PX', ms)
+    elseif op == 'e' then
+      redis.call('PEXPIRE', key, ms)
+    else
+      redis.call('DEL', key)
+    end
+    return '1'
+  end)
+  if not ok then
+    local message = reply
+    if type(reply) == 'table' then message = reply.err or 'error' end
+    reply = '!' .. string.gsub(tostring(message), '\\n', ' ')
+  end
+  replies[i] = reply
+end
+return table.concat(replies, '\\n')
+"""
+
+_CLAIM, _COMPLETE, _RELEASE, _EXTEND = "c", "d", "r", "e"
+
+_Call = tuple[str, str, str, int, "asyncio.Future[Any]"]
+"""One queued operation: its code (``_CLAIM`` ...), key, token, lease or ttl (ms), and the future its
+caller awaits (a claim's reply is ``[state, pttl]``, the others' ``1`` or ``0``)."""
 
 
 class RedisIdempotencyStore:
     """:class:`~listeners.idempotency.store.IdempotencyStore` in Redis (``config.url``).
 
     Each operation is one ``EVALSHA`` (the scripts are loaded by :meth:`start`; a server that forgot
-    them gets them again transparently). Connection errors, timeouts and server errors are raised as
-    :class:`~listeners.exceptions.IdempotencyStoreError` naming the server without its password.
+    them gets them again transparently); operations called in the same event-loop turn share one
+    ``EVALSHA`` of the batch script (see the module docstring). Connection errors, timeouts and server errors
+    are raised as :class:`~listeners.exceptions.IdempotencyStoreError` naming the server without its
+    password; when a round trip fails, every call it carried gets that error.
     """
 
     def __init__(self, config: RedisStoreConfig) -> None:
@@ -77,6 +141,11 @@ class RedisIdempotencyStore:
         self._claim: AsyncScript | None = None
         self._complete: AsyncScript | None = None
         self._release: AsyncScript | None = None
+        self._extend: AsyncScript | None = None
+        self._batch_script: AsyncScript | None = None
+        self._batch: list[_Call] | None = None
+        """The calls of this turn, sent by the flush the first of them scheduled."""
+        self._sending: set[asyncio.Task[None]] = set()
 
     @property
     def where(self) -> str:
@@ -105,20 +174,23 @@ class RedisIdempotencyStore:
         claim = client.register_script(CLAIM_SCRIPT)
         complete = client.register_script(COMPLETE_SCRIPT)
         release = client.register_script(RELEASE_SCRIPT)
+        extend = client.register_script(EXTEND_SCRIPT)
+        batch = client.register_script(BATCH_SCRIPT)
         try:
             await client.ping()
             # Loaded now so the first operations are one EVALSHA each, not EVALSHA + LOAD + EVALSHA.
-            for script in (claim, complete, release):
+            for script in (claim, complete, release, extend, batch):
                 script.sha = await client.script_load(script.script)
         except (RedisError, OSError) as error:
             await client.aclose(close_connection_pool=True)
             raise self._error("cannot connect", error) from error
         self._client = client
         self._claim, self._complete, self._release = claim, complete, release
+        self._extend, self._batch_script = extend, batch
 
     async def claim(self, namespace: str, key: str, *, lease: float) -> Claim:
         token = new_token()
-        reply = await self._call(self._claim, self._key(namespace, key), token, _millis(lease), DONE)
+        reply = await self._call(_CLAIM, self._key(namespace, key), token, _millis(lease))
         state, pttl = int(reply[0]), int(reply[1])
         if state == _CLAIMED:
             return Claim(ClaimState.CLAIMED, token)
@@ -127,14 +199,19 @@ class RedisIdempotencyStore:
         return Claim(ClaimState.IN_PROGRESS, retry_after=pttl / 1000 if pttl > 0 else None)
 
     async def complete(self, namespace: str, key: str, token: str, *, ttl: float) -> None:
-        await self._call(self._complete, self._key(namespace, key), token, DONE, _millis(ttl))
+        await self._call(_COMPLETE, self._key(namespace, key), token, _millis(ttl))
 
     async def release(self, namespace: str, key: str, token: str) -> None:
-        await self._call(self._release, self._key(namespace, key), token)
+        await self._call(_RELEASE, self._key(namespace, key), token, 0)
+
+    async def extend(self, namespace: str, key: str, token: str, *, lease: float) -> bool:
+        return int(await self._call(_EXTEND, self._key(namespace, key), token, _millis(lease))) == 1
 
     async def close(self) -> None:
+        if self._sending:  # let round trips already on the wire answer their callers
+            await asyncio.gather(*self._sending, return_exceptions=True)
         client, self._client = self._client, None
-        self._claim = self._complete = self._release = None
+        self._claim = self._complete = self._release = self._extend = self._batch_script = None
         if client is not None:
             try:
                 await client.aclose(close_connection_pool=True)
@@ -144,15 +221,121 @@ class RedisIdempotencyStore:
     def _key(self, namespace: str, key: str) -> str:
         return f"{self._config.prefix}{namespace}:{key}"
 
-    async def _call(self, script: AsyncScript | None, key: str, *args: str | int) -> Any:
+    async def _call(self, operation: str, key: str, token: str, millis: int) -> Any:
+        """Run one operation, in one round trip with every other call made in this event-loop turn.
+
+        The first call of a turn leads: it yields once (``asyncio.sleep(0)``, no timer) so that the
+        calls made meanwhile join its batch, then sends a lone call itself (one ``EVALSHA`` of its
+        script, no task) or the batch through a task that answers every caller (so cancelling one of
+        them never leaves the others without a reply).
+        """
+        if self._client is None:
+            raise IdempotencyStoreError(f"Redis idempotency store {self._where} is not started")
+        loop = asyncio.get_running_loop()
+        batch = self._batch
+        if batch is not None:  # a leader is waiting for this turn to end: join its batch
+            future: asyncio.Future[Any] = loop.create_future()
+            batch.append((operation, key, token, millis, future))
+            if len(batch) >= MAX_BATCH:
+                self._batch = None  # full: its leader sends it; later calls start another
+            return await future
+        future = loop.create_future()
+        batch = self._batch = [(operation, key, token, millis, future)]
+        try:
+            await asyncio.sleep(0)
+        except BaseException:
+            if self._batch is batch:
+                self._batch = None
+            del batch[0]  # cancelled before it was sent: the others still go
+            if batch:
+                self._flush(batch)
+            raise
+        if self._batch is batch:
+            self._batch = None
+        if len(batch) == 1:
+            try:
+                return (await self._one(batch[0]))[0]
+            except (RedisError, OSError) as error:
+                raise self._failure(error) from error
+        self._flush(batch)
+        return await future
+
+    def _flush(self, batch: list[_Call]) -> None:
+        task = asyncio.get_running_loop().create_task(self._send(batch))
+        self._sending.add(task)
+        task.add_done_callback(self._sending.discard)
+
+    async def _send(self, batch: list[_Call]) -> None:
+        """One round trip for ``batch``; answers every caller (a caller that was cancelled is skipped).
+
+        If the round trip fails (connection, timeout, server), every caller gets the store error.
+        """
+        try:
+            replies = await (self._one(batch[0]) if len(batch) == 1 else self._many(batch))
+        except BaseException as error:
+            for *_, future in batch:
+                if not future.done():
+                    future.set_exception(self._failure(error))
+            if not isinstance(error, (RedisError, OSError, IdempotencyStoreError)):
+                raise
+            return
+        for (*_, future), reply in zip(batch, replies, strict=True):
+            if not future.done():
+                if isinstance(reply, BaseException):
+                    future.set_exception(reply)
+                else:
+                    future.set_result(reply)
+
+    async def _one(self, call: _Call) -> list[Any]:
+        """A lone call: one ``EVALSHA`` of its own script."""
+        operation, key, token, millis, _ = call
+        args: tuple[str | int, ...]
+        if operation == _CLAIM:
+            script, args = self._claim, (token, millis, DONE)
+        elif operation == _COMPLETE:
+            script, args = self._complete, (token, DONE, millis)
+        elif operation == _EXTEND:
+            script, args = self._extend, (token, millis)
+        else:
+            script, args = self._release, (token,)
         if script is None:
             raise IdempotencyStoreError(f"Redis idempotency store {self._where} is not started")
-        try:
-            return await script(keys=[key], args=args)
-        except (RedisError, OSError) as error:
-            raise self._error("failed", error) from error
+        return [await script(keys=[key], args=args)]
 
-    def _error(self, what: str, error: BaseException) -> IdempotencyStoreError:
+    async def _many(self, batch: list[_Call]) -> list[Any]:
+        """Several calls: one ``EVALSHA`` of the batch script; a call that failed gets its error."""
+        script = self._batch_script
+        if script is None:
+            raise IdempotencyStoreError(f"Redis idempotency store {self._where} is not started")
+        keys = []
+        args: list[str | int] = [DONE]
+        for operation, key, token, millis, _ in batch:
+            keys.append(key)
+            args += (operation, token, millis)
+        lines = str(await script(keys=keys, args=args)).split("\n")
+        if len(lines) != len(batch):
+            raise IdempotencyStoreError(
+                f"Redis idempotency store {self._where} answered {len(lines)} replies to {len(batch)} calls"
+            )
+        replies: list[Any] = []
+        for (operation, *_), line in zip(batch, lines, strict=True):
+            if line.startswith("!"):
+                replies.append(self._error("failed", line[1:]))
+            elif operation == _CLAIM:
+                replies.append(line.split(":"))
+            else:
+                replies.append(int(line))
+        return replies
+
+    def _failure(self, error: BaseException) -> IdempotencyStoreError:
+        """The error one caller of a failed round trip gets (each its own instance)."""
+        if isinstance(error, IdempotencyStoreError):
+            return IdempotencyStoreError(str(error))
+        failure = self._error("failed", error)
+        failure.__cause__ = error
+        return failure
+
+    def _error(self, what: str, error: BaseException | str) -> IdempotencyStoreError:
         return IdempotencyStoreError(f"Redis idempotency store {self._where} {what}: {error}")
 
 

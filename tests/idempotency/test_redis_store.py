@@ -1,6 +1,6 @@
 """The Redis store: the store contract on the run's Redis, expiries on every key, one atomic round trip
-per claim, and outages raised as the store error naming the server (never its password) in bounded
-time."""
+per claim, calls made together sharing one round trip, and outages raised as the store error naming
+the server (never its password) in bounded time."""
 
 from __future__ import annotations
 
@@ -15,10 +15,11 @@ from urllib.parse import urlsplit
 import pytest
 from pydantic import SecretStr
 from redis.asyncio import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from listeners.exceptions import IdempotencyStoreError
 from listeners.idempotency.config import RedisStoreConfig
-from listeners.idempotency.redis import DONE, RedisIdempotencyStore, redacted
+from listeners.idempotency.redis import DONE, MAX_BATCH, RedisIdempotencyStore, redacted
 from listeners.idempotency.store import ClaimState
 from tests.idempotency.store_suite import StoreSuite
 
@@ -156,6 +157,206 @@ async def test_each_operation_is_one_round_trip(make_store: Factory, monkeypatch
     assert (await store.claim("l", "k", lease=60)).state is ClaimState.DONE
     await store.release("l", "k", "someone-else")
     assert commands == ["EVALSHA"] * 5
+
+
+@pytest.fixture
+def commands(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, int]]:
+    """Every command any client sends from now on, as (name, number of keys of an EVALSHA): one entry
+    per round trip (the store sends no pipelines)."""
+    sent: list[tuple[str, int]] = []
+    send = Redis.execute_command
+
+    async def counting(self: Redis, *args: Any, **options: Any) -> Any:
+        sent.append((str(args[0]), int(args[2]) if args[0] == "EVALSHA" else 0))
+        return await send(self, *args, **options)
+
+    monkeypatch.setattr(Redis, "execute_command", counting)
+    return sent
+
+
+async def test_calls_made_together_share_one_round_trip(
+    make_store: Factory, client: Redis, prefix: str, commands: list[tuple[str, int]]
+) -> None:
+    store = await make_store()
+    commands.clear()  # what starting the store sent
+    keys = [f"o:{index}" for index in range(50)]
+    claims = await asyncio.gather(*(store.claim("l", key, lease=60) for key in keys))
+    assert commands == [("EVALSHA", 50)], "50 claims of one turn: one round trip"
+    assert all(claim.state is ClaimState.CLAIMED for claim in claims)
+    assert len({claim.token for claim in claims}) == 50
+    assert await client.mget([f"{prefix}l:{key}" for key in keys]) == [claim.token for claim in claims]
+    assert 0 < await client.pttl(f"{prefix}l:o:7") <= 60_000
+
+    commands.clear()
+    tokens = [claim.token for claim in claims]
+    assert all(tokens)
+    await asyncio.gather(
+        store.complete("l", keys[0], "not-the-token", ttl=3600),
+        *(
+            store.complete("l", key, str(token), ttl=3600)
+            for key, token in zip(keys[1:], tokens[1:], strict=True)
+        ),
+        store.release("l", keys[0], str(tokens[0])),
+    )
+    assert commands == [("EVALSHA", 51)], "completes and releases of one turn: one round trip"
+    assert await client.exists(f"{prefix}l:{keys[0]}") == 0, "released (the wrong token changed nothing)"
+    assert await client.get(f"{prefix}l:o:7") == DONE
+    assert 60_000 < await client.pttl(f"{prefix}l:o:7") <= 3_600_000
+
+    commands.clear()
+    again = await asyncio.gather(*(store.claim("l", key, lease=60) for key in keys))
+    assert [claim.state for claim in again] == [ClaimState.CLAIMED] + [ClaimState.DONE] * 49
+    assert commands == [("EVALSHA", 50)]
+
+
+async def test_extends_made_together_share_one_round_trip(
+    make_store: Factory, client: Redis, prefix: str, commands: list[tuple[str, int]]
+) -> None:
+    store = await make_store()
+    claims = await asyncio.gather(*(store.claim("l", f"k{index}", lease=5) for index in range(10)))
+    commands.clear()
+    tokens = [str(claim.token) for claim in claims]
+    extended = await asyncio.gather(
+        *(store.extend("l", f"k{index}", token, lease=600) for index, token in enumerate(tokens)),
+        store.extend("l", "k0", "not-the-token", lease=600),
+        store.extend("l", "never-claimed", "token", lease=600),
+    )
+    assert commands == [("EVALSHA", 12)]
+    assert extended == [True] * 10 + [False, False]
+    assert 5_000 < await client.pttl(f"{prefix}l:k3") <= 600_000
+    assert await client.exists(f"{prefix}l:never-claimed") == 0
+
+
+async def test_a_lone_call_is_one_round_trip_of_its_own_script(
+    make_store: Factory, commands: list[tuple[str, int]]
+) -> None:
+    store = await make_store()
+    commands.clear()  # what starting the store sent
+    for index in range(3):
+        claim = await store.claim("l", f"k{index}", lease=60)
+        assert claim.token is not None
+        await store.complete("l", f"k{index}", claim.token, ttl=60)
+    assert commands == [("EVALSHA", 1)] * 6
+
+
+async def test_more_calls_than_a_batch_holds_take_more_round_trips(
+    make_store: Factory, commands: list[tuple[str, int]]
+) -> None:
+    store = await make_store()
+    commands.clear()  # what starting the store sent
+    claims = await asyncio.gather(
+        *(store.claim("l", f"k{index}", lease=60) for index in range(MAX_BATCH + 3))
+    )
+    assert all(claim.state is ClaimState.CLAIMED for claim in claims)
+    assert commands == [("EVALSHA", MAX_BATCH), ("EVALSHA", 3)]
+
+
+async def test_concurrent_claims_of_one_key_give_exactly_one_holder(
+    make_store: Factory, client: Redis, prefix: str, commands: list[tuple[str, int]]
+) -> None:
+    store = await make_store()
+    commands.clear()  # what starting the store sent
+    claims = await asyncio.gather(*(store.claim("l", "same", lease=60) for _ in range(20)))
+    assert commands == [("EVALSHA", 20)], "the duplicates were in one batch"
+    holders = [claim for claim in claims if claim.state is ClaimState.CLAIMED]
+    assert len(holders) == 1
+    assert await client.get(f"{prefix}l:same") == holders[0].token
+    others = [claim for claim in claims if claim is not holders[0]]
+    assert all(claim.state is ClaimState.IN_PROGRESS for claim in others)
+    assert all(claim.retry_after is not None and 59 < claim.retry_after <= 60 for claim in others)
+
+    # Two stores (two processes) claiming the same keys, each batching its own claims.
+    one, other = store, await make_store()
+    keys = [f"shared-{index}" for index in range(100)]
+    first, second = await asyncio.gather(
+        asyncio.gather(*(one.claim("l", key, lease=60) for key in keys)),
+        asyncio.gather(*(other.claim("l", key, lease=60) for key in reversed(keys))),
+    )
+    second = list(reversed(second))
+    for key, mine, theirs in zip(keys, first, second, strict=True):
+        states = {mine.state, theirs.state}
+        assert states == {ClaimState.CLAIMED, ClaimState.IN_PROGRESS}, key
+        holder = mine if mine.state is ClaimState.CLAIMED else theirs
+        assert await client.get(f"{prefix}l:{key}") == holder.token
+
+
+async def test_a_failing_round_trip_fails_every_caller(
+    make_store: Factory, client: Redis, prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = await make_store()
+    send = Redis.execute_command
+
+    async def failing(self: Redis, *args: Any, **options: Any) -> Any:
+        if args[0] == "EVALSHA":
+            raise RedisConnectionError("connection reset by peer")
+        return await send(self, *args, **options)
+
+    monkeypatch.setattr(Redis, "execute_command", failing)
+    results = await asyncio.gather(
+        *(store.claim("l", f"k{index}", lease=60) for index in range(10)), return_exceptions=True
+    )
+    assert all(isinstance(result, IdempotencyStoreError) for result in results), results
+    assert len({id(result) for result in results}) == 10, "each caller gets its own error"
+    assert all("redis://127.0.0.1" in str(result) and "connection reset" in str(result) for result in results)
+    monkeypatch.setattr(Redis, "execute_command", send)
+    assert (await store.claim("l", "k0", lease=60)).state is ClaimState.CLAIMED, "the store recovers"
+    assert await client.exists(*(f"{prefix}l:k{index}" for index in range(1, 10))) == 0
+
+
+async def test_a_server_that_stops_answering_fails_every_caller_of_a_batch(
+    redis: str, make_store: Factory
+) -> None:
+    async with SilentProxy(redis) as proxy:
+        store = await make_store(proxy.url, timeout=0.3)
+        proxy.silent = True
+        started = time.monotonic()
+        results = await asyncio.gather(
+            *(store.claim("l", f"k{index}", lease=60) for index in range(10)), return_exceptions=True
+        )
+        assert time.monotonic() - started < 1.5
+        assert all(isinstance(result, IdempotencyStoreError) for result in results), results
+        assert all(redacted(proxy.url) in str(result) for result in results)
+
+
+async def test_one_failing_call_of_a_batch_fails_only_its_caller(
+    make_store: Factory, client: Redis, prefix: str
+) -> None:
+    store = await make_store()
+    await client.hset(f"{prefix}l:a-hash", "field", "value")  # not a string: every operation on it fails
+    results = await asyncio.gather(
+        store.claim("l", "before", lease=60),
+        store.claim("l", "a-hash", lease=60),
+        store.claim("l", "after", lease=60),
+        return_exceptions=True,
+    )
+    before, failed, after = results
+    assert isinstance(failed, IdempotencyStoreError)
+    assert "WRONGTYPE" in str(failed)
+    for result in (before, after):
+        assert not isinstance(result, BaseException)
+        assert result.state is ClaimState.CLAIMED
+
+
+async def test_a_caller_cancelled_before_its_batch_left_does_not_hold_up_the_others(
+    make_store: Factory, client: Redis, prefix: str
+) -> None:
+    store = await make_store()
+    tasks = [asyncio.create_task(store.claim("l", f"k{index}", lease=60)) for index in range(5)]
+    await asyncio.sleep(0)  # every claim has joined the first one's batch, which has not left yet
+    tasks[0].cancel()
+    results = await asyncio.gather(*tasks, return_exceptions=True)
+    assert isinstance(results[0], asyncio.CancelledError)
+    assert all(
+        not isinstance(result, BaseException) and result.state is ClaimState.CLAIMED for result in results[1:]
+    )
+    assert await client.exists(f"{prefix}l:k0") == 0, "the cancelled claim was never sent"
+
+
+async def test_a_batch_reloads_scripts_the_server_forgot(make_store: Factory, client: Redis) -> None:
+    store = await make_store()
+    await client.script_flush()
+    claims = await asyncio.gather(*(store.claim("l", f"k{index}", lease=60) for index in range(5)))
+    assert all(claim.state is ClaimState.CLAIMED for claim in claims)
 
 
 async def test_a_key_expiring_as_it_is_claimed_is_claimed_or_held_never_lost(
