@@ -157,7 +157,7 @@ class IdempotencyGuard:
     async def _release(self, namespace: str, key: str, token: str) -> None:
         """Free the claim after a failure; if that fails too, the lease running out frees it."""
         try:
-            await asyncio.shield(self._store.release(namespace, key, token))
+            await self._store.release(namespace, key, token)
         except Exception as error:
             log.warning(
                 "listener %s: could not release key %r after a failure (its lease frees it in %.3gs): %s",
@@ -170,7 +170,7 @@ class IdempotencyGuard:
         may run again."""
         for attempt in range(1, COMPLETE_ATTEMPTS + 1):
             try:
-                await asyncio.shield(self._store.complete(namespace, key, token, ttl=self._ttl))
+                await self._store.complete(namespace, key, token, ttl=self._ttl)
                 return
             except Exception as error:
                 if attempt == COMPLETE_ATTEMPTS:

@@ -16,6 +16,9 @@ from listeners.idempotency.store import IdempotencyStore
 
 log = logging.getLogger("listeners.idempotency")
 
+_IDLE_ROUNDS = 3
+"""Renewal rounds without a held claim after which the task ends (the next claim starts it again)."""
+
 
 class LeaseKeeper:
     """Renews the leases of one listener's claims while their handlers run."""
@@ -49,8 +52,10 @@ class LeaseKeeper:
 
     async def _renew_forever(self) -> None:
         loop = asyncio.get_running_loop()
-        while self._held:
+        idle = 0
+        while idle < _IDLE_ROUNDS:  # kept while claims come and go: no task per message
             await asyncio.sleep(self._every)
+            idle = idle + 1 if not self._held else 0
             now = loop.time()
             due = [held for held, since in self._held.items() if now - since >= self._every]
             for key, token in due:

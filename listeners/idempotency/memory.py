@@ -7,13 +7,15 @@ duplicates only come from redelivery.
 
 from __future__ import annotations
 
+import heapq
+import itertools
 from dataclasses import dataclass
 
 from listeners.clock import Clock, SystemClock
-from listeners.idempotency.store import Claim, ClaimState, new_token
+from listeners.idempotency.store import Claim, ClaimState
 
-_PRUNE_EVERY = 1024
-"""Claims between sweeps of expired entries, so memory stays bounded by the keys of one TTL."""
+_FORGET_PER_CLAIM = 4
+"""Expired entries dropped per claim: more than a claim adds, so they never pile up."""
 
 
 @dataclass(slots=True)
@@ -28,29 +30,32 @@ class MemoryIdempotencyStore:
     def __init__(self, clock: Clock | None = None) -> None:
         self._clock = clock or SystemClock()
         self._entries: dict[tuple[str, str], _Entry] = {}
-        self._claims = 0
+        # Expiry times in a heap (stale items, from renewals and completions, are skipped when popped):
+        # expired entries leave a few at a time on each claim, so memory stays bounded by one TTL's
+        # keys at a cost of O(log n) per claim.
+        self._expiries: list[tuple[float, tuple[str, str]]] = []
+        self._tokens = itertools.count(1)
 
     async def start(self) -> None:
         pass
 
     async def claim(self, namespace: str, key: str, *, lease: float) -> Claim:
         now = self._clock.time()
-        self._claims += 1
-        if self._claims % _PRUNE_EVERY == 0:
-            self._prune(now)
-        entry = self._entries.get((namespace, key))
+        self._forget_expired(now)
+        name = (namespace, key)
+        entry = self._entries.get(name)
         if entry is not None and entry.expires_at > now:
             if entry.token is None:
                 return Claim(ClaimState.DONE)
             return Claim(ClaimState.IN_PROGRESS, retry_after=entry.expires_at - now)
-        token = new_token()
-        self._entries[(namespace, key)] = _Entry(token, now + lease)
+        token = str(next(self._tokens))  # unique within this store, which is all a token must be here
+        self._set(name, _Entry(token, now + lease))
         return Claim(ClaimState.CLAIMED, token)
 
     async def complete(self, namespace: str, key: str, token: str, *, ttl: float) -> None:
         entry = self._entries.get((namespace, key))
         if entry is not None and entry.token == token:
-            entry.token, entry.expires_at = None, self._clock.time() + ttl
+            self._set((namespace, key), _Entry(None, self._clock.time() + ttl))
 
     async def release(self, namespace: str, key: str, token: str) -> None:
         entry = self._entries.get((namespace, key))
@@ -61,16 +66,26 @@ class MemoryIdempotencyStore:
         entry = self._entries.get((namespace, key))
         if entry is None or entry.token != token or entry.expires_at <= self._clock.time():
             return False
-        entry.expires_at = self._clock.time() + lease
+        self._set((namespace, key), _Entry(token, self._clock.time() + lease))
         return True
 
     async def close(self) -> None:
         self._entries.clear()
+        self._expiries.clear()
 
     def __len__(self) -> int:
         return len(self._entries)
 
-    def _prune(self, now: float) -> None:
-        expired = [name for name, entry in self._entries.items() if entry.expires_at <= now]
-        for name in expired:
-            del self._entries[name]
+    def _set(self, name: tuple[str, str], entry: _Entry) -> None:
+        self._entries[name] = entry
+        heapq.heappush(self._expiries, (entry.expires_at, name))
+
+    def _forget_expired(self, now: float) -> None:
+        expiries = self._expiries
+        for _ in range(_FORGET_PER_CLAIM):
+            if not expiries or expiries[0][0] > now:
+                return
+            expires_at, name = heapq.heappop(expiries)
+            entry = self._entries.get(name)
+            if entry is not None and entry.expires_at == expires_at:
+                del self._entries[name]
