@@ -4,6 +4,9 @@ two consumers of a real RabbitMQ queue giving exactly one effect."""
 from __future__ import annotations
 
 import asyncio
+import json
+import sys
+import time
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -149,3 +152,46 @@ def _nested(flat: dict[str, Any]) -> dict[str, Any]:
         else:
             nested.setdefault(head, {})[leaf] = value
     return nested
+
+
+CLAIM_AND_DIE = """
+import asyncio, os, signal, sys
+from listeners.clock import SystemClock
+from listeners.idempotency.config import IdempotencySettings
+from listeners.idempotency.registry import IdempotencyStores
+
+async def main() -> None:
+    settings = IdempotencySettings.model_validate_json(sys.argv[1])
+    store = await IdempotencyStores(settings, SystemClock()).started(settings.store)
+    claim = await store.claim("killed", "order-1", lease=float(sys.argv[2]))
+    print(claim.state.value, flush=True)
+    os.kill(os.getpid(), signal.SIGKILL)  # no close, no release: the process is simply gone
+
+asyncio.run(main())
+"""
+
+
+@pytest.mark.parametrize("store_settings", STORES, indirect=True)
+@pytest.mark.usefixtures("cleanup_postgres_table")
+async def test_a_killed_processs_claim_expires_with_its_lease(store_settings: dict[str, Any]) -> None:
+    raw = {k.removeprefix("listeners.idempotency."): v for k, v in _nested(store_settings).items()}
+    settings = IdempotencySettings.model_validate(raw)
+    lease = 1.0
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", CLAIM_AND_DIE, json.dumps(raw), str(lease),
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    out, err = await asyncio.wait_for(process.communicate(), timeout=60)
+    killed_at = time.monotonic()
+    assert process.returncode == -9, err.decode()
+    assert out.decode().strip() == "claimed"
+    store = IdempotencyStores(settings, SystemClock()).create(settings.store)
+    await store.start()
+    try:
+        held = await store.claim("killed", "order-1", lease=30)
+        assert held.state is ClaimState.IN_PROGRESS, "the dead process's lease still holds the key"
+        await asyncio.sleep(max(0.0, lease + 0.3 - (time.monotonic() - killed_at)))
+        taken = await store.claim("killed", "order-1", lease=30)
+        assert taken.state is ClaimState.CLAIMED, "its lease ran out: the redelivery can run"
+    finally:
+        await store.close()
