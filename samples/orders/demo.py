@@ -7,6 +7,7 @@ import contextlib
 import itertools
 import logging
 import random
+import secrets
 from collections.abc import AsyncIterator
 from decimal import Decimal
 
@@ -19,12 +20,13 @@ log = logging.getLogger("samples.orders.demo")
 CUSTOMERS = ("ada", "grace", "alan", "edsger", "barbara")
 
 
-def make_order(number: int, rng: random.Random) -> OrderPlaced:
-    """Order ``number``; every 7th has nothing to bill, which billing rejects to the dead-letter topic."""
+def make_order(number: int, rng: random.Random, run: str = "") -> OrderPlaced:
+    """Order ``number`` of demo ``run``; every 7th has nothing to bill, which billing rejects to the
+    dead-letter topic."""
     customer = CUSTOMERS[number % len(CUSTOMERS)]
     quantity = 0 if number % 7 == 0 else rng.randint(1, 3)
     return OrderPlaced(
-        order_id=f"o-{number}",
+        order_id=f"o-{run}{number}",
         customer_id=customer,
         email=f"{customer}@example.com",
         lines=[OrderLine(sku=f"sku-{rng.randint(1, 9)}", quantity=quantity, unit_price=Decimal("9.90"))],
@@ -33,9 +35,12 @@ def make_order(number: int, rng: random.Random) -> OrderPlaced:
 
 async def publish_orders(publisher: KafkaPublisher, settings: DemoSettings) -> None:
     rng = random.Random(7)
+    # Order ids differ between runs: billing is idempotent by order id, and a store that outlives
+    # the process (the dev profile's SQLite file) would skip a previous run's numbers as duplicates.
+    run = f"{secrets.token_hex(2)}-"
     numbers = itertools.count(1) if settings.count == 0 else range(1, settings.count + 1)
     for number in numbers:
-        order = make_order(number, rng)
+        order = make_order(number, rng, run)
         try:
             receipt = await publisher.send("orders", order, key=order.customer_id)
         except Exception as error:  # a demo keeps going; a real producer would retry or alert

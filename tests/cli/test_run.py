@@ -33,7 +33,7 @@ def test_sample_runs_until_sigterm_and_logs_a_summary_per_listener(start_cli: St
         "--config-dir",
         str(REPO_ROOT / "config"),
     )
-    app.wait_for_line(r"samples\.orders: billed o-\d+ for ")
+    app.wait_for_line(r"samples\.orders: billed o-[0-9a-f]+-\d+ for ")
     app.wait_for_line(r"samples\.orders: mail to \S+@example\.com: ")
 
     app.send(signal.SIGTERM)
