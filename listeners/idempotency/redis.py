@@ -1,6 +1,7 @@
 """An idempotency store in Redis (redis.asyncio), shared by every instance that reaches the server.
 
-Each key is one string, ``<prefix><namespace>:<key>``, whose value is the claim token while in
+Each key is one string, ``<prefix><namespace>:<key>`` (``%`` and ``:`` in the namespace escaped as
+``%25`` and ``%3A``), whose value is the claim token while in
 progress and ``done`` once completed; it always carries an expiry (the lease, then the TTL), so
 Redis never keeps a key forever. Every operation is one Lua script, hence one round trip and atomic:
 
@@ -219,7 +220,10 @@ class RedisIdempotencyStore:
                 raise self._error("cannot close", error) from error
 
     def _key(self, namespace: str, key: str) -> str:
-        return f"{self._config.prefix}{namespace}:{key}"
+        # The namespace is escaped so that ':' ends it unambiguously (listener "a", key "b:c" is not
+        # listener "a:b", key "c"); keys stay as they are, readable in redis-cli.
+        escaped = namespace.replace("%", "%25").replace(":", "%3A")
+        return f"{self._config.prefix}{escaped}:{key}"
 
     async def _call(self, operation: str, key: str, token: str, millis: int) -> Any:
         """Run one operation, in one round trip with every other call made in this event-loop turn.

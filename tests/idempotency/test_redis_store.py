@@ -444,3 +444,22 @@ def test_urls_are_shown_without_passwords() -> None:
     assert redacted("rediss://:pw@host/0") == "rediss://:***@host/0"
     assert redacted("redis://127.0.0.1:6379/0") == "redis://127.0.0.1:6379/0"
     assert redacted("unix:///run/redis.sock?db=1") == "unix:///run/redis.sock"
+
+
+async def test_a_colon_in_a_listener_id_cannot_alias_another_listeners_key(redis: str) -> None:
+    prefix = f"test:{uuid.uuid4().hex[:10]}:"
+    store = RedisIdempotencyStore(RedisStoreConfig(url=SecretStr(redis), prefix=prefix))
+    await store.start()
+    try:
+        claim = await store.claim("a", "b:c", lease=60)
+        assert claim.token is not None
+        await store.complete("a", "b:c", claim.token, ttl=60)
+        assert (await store.claim("a:b", "c", lease=60)).state is ClaimState.CLAIMED
+        assert (await store.claim("a", "b:c", lease=60)).state is ClaimState.DONE
+    finally:
+        client = Redis.from_url(redis)
+        keys = [key async for key in client.scan_iter(match=f"{prefix}*")]
+        if keys:
+            await client.delete(*keys)
+        await client.aclose()
+        await store.close()
