@@ -13,12 +13,17 @@ from listeners.deadletter.summary import DeadLetterListing, DeadLetterSummary, f
 
 
 class ReplayProgress:
-    """Per-letter lines on stdout; a progress bar on stderr when publishing."""
+    """Per-letter lines on stdout; a progress bar on stderr when publishing.
+
+    On a terminal showing both, the per-letter lines are left out while the bar runs (they would
+    tear it apart); redirected stdout keeps them as a record of what was replayed.
+    """
 
     def __init__(self, source: str, dry_run: bool) -> None:
         self._source = source
         self._dry_run = dry_run
         self._bar: Any = None
+        self._lines = dry_run or not (sys.stdout.isatty() and sys.stderr.isatty())
 
     def start(self, total: int) -> None:
         if not self._dry_run:
@@ -27,7 +32,7 @@ class ReplayProgress:
     def letter(
         self, letter: StoredDeadLetter, summary: DeadLetterSummary, target: ReplayTarget | None
     ) -> None:
-        if target is not None:
+        if target is not None and self._lines:
             verb = "would replay" if self._dry_run else "replayed"
             click.echo(f"{verb} {letter.position} ({summary.exception_fqcn or '-'}) to {target.describe()}")
         if self._bar is not None:

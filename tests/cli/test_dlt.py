@@ -6,7 +6,10 @@ to the dead-letter topic or queue; the commands run as a user runs them, in a su
 
 from __future__ import annotations
 
+import asyncio
 import json
+import os
+import pty
 import re
 import subprocess
 import uuid
@@ -19,7 +22,7 @@ from listeners import Headers, Message
 from listeners.deadletter.headers import kafka_dead_letter_headers, rabbit_dead_letter_headers
 from listeners.rabbit.amqp import header_pairs_from_table, table_from_header_pairs
 from tests.cli.apps.deadletters.handlers import PaymentDeclined
-from tests.cli.helpers import app_options, run_cli
+from tests.cli.helpers import CLI, REPO_ROOT, app_options, cli_env, run_cli
 from tests.support.brokers import KafkaBroker
 from tests.support.kafka_tools import read_topic
 from tests.support.rabbit_tools import take_all
@@ -360,6 +363,39 @@ async def test_rabbit_replay_moves_matching_dead_letters_back_and_keeps_the_othe
         assert message.content_type == "text/plain"
     [kept] = await take_all(rabbit, f"{queue}.dlq")
     assert (kept.body, kept.headers["x-exception-fqcn"]) == (b"mail-1", "ValueError")
+
+
+@pytest.mark.rabbit
+def test_on_a_terminal_replay_shows_the_progress_bar_without_per_letter_lines(
+    rabbit: str, queue: str, rabbit_env: dict[str, str]
+) -> None:
+    asyncio.run(write_rabbit_dead_letters(rabbit, queue))
+    controller, terminal = pty.openpty()
+    command = [*CLI, "dlt", "replay", *APP, "--listener", "mails", "--yes"]
+    try:
+        process = subprocess.Popen(
+            command, cwd=REPO_ROOT, env=cli_env(rabbit_env), stdin=subprocess.DEVNULL, stdout=terminal,
+            stderr=terminal,
+        )  # fmt: skip
+        os.close(terminal)
+        output = b""
+        while chunk := _read_terminal(controller):
+            output += chunk
+        assert process.wait(60) == 0, output
+    finally:
+        os.close(controller)
+    text = output.decode()
+    assert f"replaying {queue}.dlq" in text, "the progress bar"
+    assert f"replayed 3 of 3 dead letters from {queue}.dlq" in text, "the summary"
+    assert f"replayed {queue}.dlq#" not in text, "no per-letter lines under the bar on a terminal"
+    assert len(asyncio.run(take_all(rabbit, queue))) == 3
+
+
+def _read_terminal(controller: int) -> bytes:
+    try:
+        return os.read(controller, 4096)
+    except OSError:  # the terminal closed with the process
+        return b""
 
 
 @pytest.mark.rabbit
