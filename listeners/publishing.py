@@ -14,11 +14,13 @@ its clock. ``None`` or a delay <= 0 publishes at once.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import replace
 from typing import Any, Protocol
 
 from listeners.codec import Codec
 from listeners.message import HeaderInput, Outgoing, header_pairs
 from listeners.spec import TransportKind
+from listeners.tracing.spans import MessageTracing
 from listeners.transport.base import Envelope, PublishReceipt, Transport
 
 
@@ -36,9 +38,32 @@ def encode_key(key: str | bytes | None) -> bytes | None:
 class _Publisher:
     kind: TransportKind
 
-    def __init__(self, transports: TransportSource, codec: Codec) -> None:
+    def __init__(
+        self, transports: TransportSource, codec: Codec, tracing: MessageTracing | None = None
+    ) -> None:
         self._transports = transports
         self._codec = codec
+        self._tracing = tracing
+
+    async def _publish(self, envelope: Envelope) -> PublishReceipt:
+        """Publish one envelope, in a ``send`` span carrying its trace context when tracing is on."""
+        transport = await self._transport()
+        tracing = self._tracing
+        if tracing is None:
+            return await transport.publish(envelope)
+        with tracing.send(
+            self.kind, envelope.destination, envelope.headers, routing_key=envelope.routing_key,
+            key=envelope.key, partition=envelope.partition,
+        ) as headers:  # fmt: skip
+            return await transport.publish(replace(envelope, headers=headers))
+
+    async def _publish_many(self, envelopes: list[Envelope]) -> list[PublishReceipt]:
+        transport = await self._transport()
+        tracing = self._tracing
+        if tracing is None:
+            return await transport.publish_many(envelopes)
+        with tracing.send_many(self.kind, envelopes) as traced:
+            return await transport.publish_many(traced)
 
     def _envelope(
         self,
@@ -93,7 +118,7 @@ class KafkaPublisher(_Publisher):
         envelope = self._envelope(
             topic, value, key=encode_key(key), headers=headers, partition=partition, delay=delay
         )
-        return await (await self._transport()).publish(envelope)
+        return await self._publish(envelope)
 
     async def send_many(self, topic: str, values: Iterable[Any]) -> list[PublishReceipt]:
         """Send many values to ``topic``, pipelined, returning once all are confirmed (in order).
@@ -106,7 +131,7 @@ class KafkaPublisher(_Publisher):
             else self._envelope(topic, item)
             for item in values
         ]
-        return await (await self._transport()).publish_many(envelopes)
+        return await self._publish_many(envelopes)
 
 
 class RabbitPublisher(_Publisher):
@@ -133,7 +158,7 @@ class RabbitPublisher(_Publisher):
         it is dropped by the broker (no error reaches the publisher): bind the queue first.
         """
         envelope = self._envelope(exchange, value, routing_key=routing_key, headers=headers, delay=delay)
-        return await (await self._transport()).publish(envelope)
+        return await self._publish(envelope)
 
     async def publish_many(
         self, exchange: str, routing_key: str, values: Iterable[Any]
@@ -149,4 +174,4 @@ class RabbitPublisher(_Publisher):
             else self._envelope(exchange, item, routing_key=routing_key)
             for item in values
         ]
-        return await (await self._transport()).publish_many(envelopes)
+        return await self._publish_many(envelopes)

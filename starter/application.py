@@ -32,6 +32,7 @@ from listeners.runtime.invoker import Invoker
 from listeners.runtime.parameters import ParameterPlan, plan_parameters
 from listeners.runtime.pipeline import Interceptor, build_pipeline
 from listeners.spec import ListenerOptions, Retry, TransportKind
+from listeners.tracing.setup import shutdown_owned
 from listeners.transport.registry import TransportRegistry
 from starter.loading import LoadedSettings
 from starter.resolve import ResolvedListener, resolve_listeners
@@ -86,8 +87,6 @@ class ListenersApplication:
         for resolved in self._plan.listeners:
             for note in resolved.notes:
                 log.warning("listener %s: %s", resolved.listener_id, note)
-        if self._plan.loaded.settings.listeners.tracing.enabled:
-            log.warning("listeners.tracing.enabled is set but tracing is not honoured yet (it is planned)")
         try:
             registry: TransportRegistry = self.container.transports()
             for kind in sorted({resolved.endpoint.kind for resolved in self._plan.listeners}):
@@ -134,6 +133,7 @@ class ListenersApplication:
             self._stores = None
         if self._plan is not None:  # settings loaded, so the providers below can be built
             await _logged("closing the transports", self.container.transports().close())
+            await _logged("flushing spans", _flushed(self.container.tracer_provider()))
             await _logged("closing the embedded broker", self.container.memory_broker().close())
             executor: Executor = self.container.executor()
             executor.shutdown(wait=False, cancel_futures=True)
@@ -242,12 +242,18 @@ class ListenersApplication:
         error_handler = ErrorHandler(
             resolved.listener_id, _error_handling_options(resolved.endpoint.options), clock=clock
         )
-        pipeline = build_pipeline(user_interceptors, invoker)
+        tracing = self.container.message_tracing()
+        steps: list[Interceptor] = [tracing] if tracing is not None else []
+        pipeline = build_pipeline([*steps, *user_interceptors], invoker)
         registry: TransportRegistry = self.container.transports()
         listener = ListenerContainer(
             resolved.endpoint, pipeline, registry.get(spec.kind), clock, on_error=error_handler.decide
         )
         return resolved, listener
+
+
+async def _flushed(provider: Any) -> None:
+    shutdown_owned(provider)
 
 
 async def _maybe_await(call: Callable[[], Any]) -> None:

@@ -17,6 +17,7 @@ from listeners.clock import SystemClock
 from listeners.codec import JsonCodec
 from listeners.memory import MemoryBroker, MemoryKafkaTransport, MemoryRabbitTransport
 from listeners.publishing import KafkaPublisher, RabbitPublisher
+from listeners.tracing.setup import create_message_tracing, create_tracer_provider
 from listeners.transport.base import Transport
 from listeners.transport.registry import TransportRegistry, load_transport_class
 from starter.loading import LaunchOptions, LoadedSettings, load_settings
@@ -54,7 +55,8 @@ class ListenersContainer(containers.DeclarativeContainer):
     ``rabbit_transport``, ``kafka_publisher``, ``rabbit_publisher``, ``executor``, ``interceptors``.
     ``idempotency_store``: a store (any :class:`~listeners.idempotency.store.IdempotencyStore`) that
     serves every listener with an ``idempotency_key`` instead of the configured ones.
-    ``tracer_provider`` is reserved for tracing; it is not used yet.
+    ``tracer_provider``: the OpenTelemetry TracerProvider of message spans (by default built from
+    ``listeners.tracing``, None when disabled); provide your own to trace with it.
     """
 
     launch = providers.Object(LaunchOptions())
@@ -72,8 +74,14 @@ class ListenersContainer(containers.DeclarativeContainer):
     transports = providers.Singleton(
         TransportRegistry, kafka=kafka_transport.provider, rabbit=rabbit_transport.provider
     )
-    kafka_publisher = providers.Singleton(KafkaPublisher, transports, codec)
-    rabbit_publisher = providers.Singleton(RabbitPublisher, transports, codec)
+    tracer_provider: providers.Provider[Any] = providers.Singleton(
+        create_tracer_provider, settings.provided.listeners.tracing
+    )
+    message_tracing = providers.Singleton(
+        create_message_tracing, tracer_provider, settings.provided.listeners.tracing
+    )
+    kafka_publisher = providers.Singleton(KafkaPublisher, transports, codec, message_tracing)
+    rabbit_publisher = providers.Singleton(RabbitPublisher, transports, codec, message_tracing)
     executor = providers.Singleton(
         ThreadPoolExecutor,
         max_workers=settings.provided.listeners.executor.max_workers,
@@ -81,7 +89,6 @@ class ListenersContainer(containers.DeclarativeContainer):
     )
     interceptors = providers.List()
     idempotency_store: providers.Provider[Any] = providers.Object(None)
-    tracer_provider: providers.Provider[Any] = providers.Object(None)
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)

@@ -38,13 +38,20 @@ class ExecutorSettings(Section):
 
 
 class TracingSettings(Section):
-    """``listeners.tracing``: OpenTelemetry tracing of sends and handled messages (not honoured yet)."""
+    """``listeners.tracing``: OpenTelemetry spans for sent and handled messages.
+
+    ``exporter``: ``none`` (spans are made and sampled, not exported), ``console``, ``otlp`` (needs
+    the ``otlp`` extra; ``endpoint`` is the collector's traces URL). ``link``: a handled message's
+    span starts a new trace linked to the sender's instead of continuing it. An application that
+    installed its own SDK TracerProvider keeps it (then only ``link`` applies).
+    """
 
     enabled: bool = False
     exporter: Literal["none", "console", "otlp"] = "none"
     endpoint: str | None = None
     sample_ratio: float = Field(default=1.0, ge=0.0, le=1.0)
     service_name: str | None = None
+    link: bool = False
 
 
 class LoggingSettings(Section):

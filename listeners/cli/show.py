@@ -26,7 +26,8 @@ def render_plan(plan: Plan) -> str:
         f"shutdown_timeout: {format_duration(settings.shutdown_timeout)}",
     ]
     if settings.tracing.enabled:
-        lines.append("tracing: enabled in config but NOT honoured yet (OpenTelemetry tracing is planned)")
+        tracing = settings.tracing
+        lines.append(f"tracing: {tracing.exporter} exporter, sample ratio {tracing.sample_ratio}")
     if not plan.listeners:
         lines.append("")
         lines.append("no listeners found: check the container's wiring_config and providers")

@@ -89,6 +89,7 @@ def test_nothing_public_is_left_out_of_all() -> None:
         "durations",
         "exceptions",
         "idempotency",
+        "tracing",
         "memory",
         "kafka",
         "rabbit",
