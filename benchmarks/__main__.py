@@ -1,6 +1,6 @@
 """Throughput benchmarks: listeners next to the raw client library, same broker, same run.
 
-    python -m benchmarks [--suite kafka|rabbit-consume|rabbit-publish|idempotency|all] [--runs R]
+    python -m benchmarks [--suite kafka|tracing|rabbit-consume|rabbit-publish|idempotency|all] [--runs R]
                          [--messages N]
 
 Suites (default: all, in this order):
@@ -27,7 +27,7 @@ from pathlib import Path
 from benchmarks import idempotency_suite, kafka_suite, rabbit_suite
 from benchmarks.suite import RESULTS
 
-SUITES = ("kafka", rabbit_suite.CONSUME, rabbit_suite.PUBLISH, idempotency_suite.NAME)
+SUITES = ("kafka", kafka_suite.TRACING, rabbit_suite.CONSUME, rabbit_suite.PUBLISH, idempotency_suite.NAME)
 
 
 def parse_args() -> argparse.Namespace:
@@ -69,6 +69,8 @@ def main() -> None:
         print(f"== {name}")
         if name == "kafka":
             passed = kafka_suite.run(args, args.results_dir)
+        elif name == kafka_suite.TRACING:
+            passed = kafka_suite.run_tracing(args, args.results_dir)
         elif name == idempotency_suite.NAME:
             passed = idempotency_suite.run(args, args.results_dir)
         else:

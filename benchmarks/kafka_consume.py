@@ -33,12 +33,14 @@ RAW_POLL_TIMEOUT_MS = 100
 """The raw loop's getmany timeout: the same as listeners' default ``listeners.kafka.poll_timeout``."""
 
 
-async def run_listeners(args: argparse.Namespace, meter: Meter) -> dict[str, Any]:
-    overrides = {
+async def run_listeners(args: argparse.Namespace, meter: Meter, *, traced: bool = False) -> dict[str, Any]:
+    overrides: dict[str, Any] = {
         "listeners.kafka.bootstrap_servers": args.bootstrap,
         "listeners.kafka.consumer": args.consumer_options,
         "listeners.kafka.max_poll_records": args.max_poll_records,
     }
+    if traced:  # every message sampled, spans made and ended, none exported
+        overrides |= {"listeners.tracing.enabled": True, "listeners.tracing.exporter": "none"}
     container = counting_container(kafka_listener(args.topic, id=LISTENER_ID, group_id=args.group), meter)
     async with running(container, embedded=False, overrides=overrides) as app:
         await meter.wait(args.timeout)
@@ -53,6 +55,7 @@ async def run_listeners(args: argparse.Namespace, meter: Meter) -> dict[str, Any
             "poll_timeout_s": kafka.poll_timeout,
             "max_poll_records": kafka.max_poll_records,
             "consumer_options": kafka.consumer,
+            "tracing": traced,
         }
 
 
@@ -93,7 +96,11 @@ async def _raw_loop(consumer: AIOKafkaConsumer, meter: Meter) -> None:
             await consumer.commit(offsets)
 
 
-CASES = {"listeners": run_listeners, "raw": run_raw}
+async def run_listeners_traced(args: argparse.Namespace, meter: Meter) -> dict[str, Any]:
+    return await run_listeners(args, meter, traced=True)
+
+
+CASES = {"listeners": run_listeners, "listeners-traced": run_listeners_traced, "raw": run_raw}
 
 
 async def measure(args: argparse.Namespace) -> dict[str, Any]:

@@ -97,8 +97,24 @@ def measure_case(broker: KafkaBroker, case: str, args: argparse.Namespace, messa
     return measurement
 
 
+TRACING = "tracing"
+TRACING_TARGET = Target(case="listeners-traced", baseline="listeners", min_ratio=0.75)
+
+
 def run(args: argparse.Namespace, results: Path) -> bool:
     """Run the suite; False if a run's check failed."""
+    return run_cases(args, results, NAME, ("listeners", "raw"), TARGET)
+
+
+def run_tracing(args: argparse.Namespace, results: Path) -> bool:
+    """Listeners with tracing on (every message sampled, no exporter) next to tracing off."""
+    return run_cases(args, results, TRACING, ("listeners", "listeners-traced"), TRACING_TARGET)
+
+
+def run_cases(
+    args: argparse.Namespace, results: Path, name: str, cases: tuple[str, ...], target: Target
+) -> bool:
+    """Measure ``cases`` interleaved on fresh topics of one broker; False if a run's check failed."""
     from tests.support.brokers import kafka_broker
 
     messages: int = args.kafka_messages or args.messages or DEFAULT_MESSAGES
@@ -109,11 +125,11 @@ def run(args: argparse.Namespace, results: Path) -> bool:
         kafka_broker(Path(workdir)) as broker,
     ):
         suite = Suite(
-            name=NAME,
-            benchmark="kafka-consume",
-            cases=("listeners", "raw"),
-            baseline="raw",
-            target=TARGET,
+            name=name,
+            benchmark="kafka-consume" if name == NAME else f"kafka-consume-{name}",
+            cases=cases,
+            baseline=target.baseline,
+            target=target,
             runs=runs,
             parameters={
                 "messages": messages,
