@@ -19,6 +19,11 @@ from dataclasses import dataclass
 from listeners.message import HeaderPairs, Message
 from listeners.retry.classifier import cause_chain
 
+BROKER_DEATH_HEADERS = ("x-death", "x-first-death-", "x-last-death-")
+"""Written by RabbitMQ when a queue dead-letters a message (a delay tier, a TTL queue); meaningless
+on a copy a client republishes (and a client cannot write them back as the tables they were)."""
+_MAX_INT_BYTES = 16
+
 
 def int32(value: int) -> bytes:
     return value.to_bytes(4, "big", signed=True)
@@ -26,6 +31,23 @@ def int32(value: int) -> bytes:
 
 def int64(value: int) -> bytes:
     return value.to_bytes(8, "big", signed=True)
+
+
+def binary_int(data: bytes | None) -> int | None:
+    """A big-endian signed int header (a Java int, long or BigInteger); None if absent or malformed."""
+    if not data or len(data) > _MAX_INT_BYTES:
+        return None
+    return int.from_bytes(data, "big", signed=True)
+
+
+def decimal_int(data: bytes | None) -> int | None:
+    """An int written as ASCII decimal text (``retry-count``, epoch ms); None if absent or malformed."""
+    if not data or len(data) > 2 * _MAX_INT_BYTES:
+        return None
+    try:
+        return int(data.decode("ascii").strip())
+    except (UnicodeDecodeError, ValueError):
+        return None
 
 
 def exception_fqcn(error: BaseException) -> str:
@@ -109,11 +131,6 @@ def rabbit_dead_letter_headers(message: Message, error: BaseException, *, max_st
     kept = tuple(
         (name, value)
         for name, value in message.headers.pairs
-        if name not in replaced and not name.startswith(_BROKER_DEATH_HEADERS)
+        if name not in replaced and not name.startswith(BROKER_DEATH_HEADERS)
     )
     return (*kept, *replaced.items())
-
-
-_BROKER_DEATH_HEADERS = ("x-death", "x-first-death-", "x-last-death-")
-"""Written by RabbitMQ when a delay tier dead-letters a message back; meaningless on a dead letter
-(and a client cannot write them back as the tables they were)."""

@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from listeners.deadletter.headers import BROKER_DEATH_HEADERS, decimal_int
 from listeners.deadletter.store import DeadLetterStore, StoredDeadLetter
 from listeners.deadletter.summary import DeadLetterFilter, DeadLetterSummary, summarize
 from listeners.exceptions import ListenersError
@@ -36,7 +37,7 @@ RETRY_STATE_HEADERS = frozenset(
      RETRY_STARTED, REPLAY_COUNT, REPLAYED_AT}
 )  # fmt: skip
 """Dropped on replay (the replay markers are written again at the end)."""
-RETRY_STATE_PREFIXES = ("kafka_original-", "kafka_exception-", "x-death", "x-first-death-", "x-last-death-")
+RETRY_STATE_PREFIXES = ("kafka_original-", "kafka_exception-", *BROKER_DEATH_HEADERS)
 
 
 class ReplayError(ListenersError):
@@ -52,12 +53,8 @@ class ReplayError(ListenersError):
 
 def replay_count(headers: HeaderPairs) -> int:
     """How often a message was replayed before: its last ``listeners-replay-count`` (0 if none or bad)."""
-    value = dict(headers).get(REPLAY_COUNT)
-    try:
-        count = int((value or b"0").decode("ascii").strip())
-    except (UnicodeDecodeError, ValueError):
-        return 0
-    return count if count >= 0 else 0
+    count = decimal_int(dict(headers).get(REPLAY_COUNT))
+    return count if count is not None and count >= 0 else 0
 
 
 def replay_headers(headers: HeaderPairs, now_ms: int) -> HeaderPairs:

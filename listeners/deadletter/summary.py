@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from listeners.deadletter.headers import binary_int, decimal_int
 from listeners.deadletter.store import DeadLetterStore, StoredDeadLetter
 from listeners.durations import parse_duration
 from listeners.rabbit.retry import ORIGINAL_EXCHANGE, ORIGINAL_ROUTING_KEY, RETRY_COUNT
@@ -68,11 +69,13 @@ def summarize(letter: StoredDeadLetter) -> DeadLetterSummary:
         exception_fqcn=_text(_first(index, _EXCEPTION, "fqcn")),
         exception_message=message.splitlines()[0] if message else message,
         original_topic=_text(_first(index, _ORIGINAL, "topic")),
-        original_partition=_int(_first(index, _ORIGINAL, "partition")),
-        original_offset=_int(_first(index, _ORIGINAL, "offset")),
+        original_partition=binary_int(_first(index, _ORIGINAL, "partition")),
+        original_offset=binary_int(_first(index, _ORIGINAL, "offset")),
         original_exchange=_text(index.get(ORIGINAL_EXCHANGE)),
         original_routing_key=_text(index.get(ORIGINAL_ROUTING_KEY)),
-        retry_count=_decimal(index.get(RETRY_COUNT)) if RETRY_COUNT in index else _int(index.get(ATTEMPTS)),
+        retry_count=decimal_int(index.get(RETRY_COUNT))
+        if RETRY_COUNT in index
+        else binary_int(index.get(ATTEMPTS)),
     )
 
 
@@ -185,17 +188,3 @@ def _first(index: Mapping[str, bytes], prefixes: tuple[str, ...], field: str) ->
 
 def _text(value: bytes | None) -> str | None:
     return None if value is None else value.decode("utf-8", errors="replace")
-
-
-def _int(value: bytes | None) -> int | None:
-    """A 4- or 8-byte big-endian int (how Spring writes partitions, offsets and attempts)."""
-    if value is None or len(value) not in (4, 8):
-        return None
-    return int.from_bytes(value, "big", signed=True)
-
-
-def _decimal(value: bytes | None) -> int | None:
-    try:
-        return int((value or b"").decode("ascii").strip())
-    except (UnicodeDecodeError, ValueError):
-        return None

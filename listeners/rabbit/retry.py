@@ -27,7 +27,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from listeners.deadletter.headers import exception_fqcn
+from listeners.deadletter.headers import BROKER_DEATH_HEADERS, decimal_int, exception_fqcn
 from listeners.message import HeaderPairs, Message
 from listeners.outcome import Retry
 from listeners.retry.destinations import delay_ms
@@ -40,8 +40,6 @@ EXCEPTION_MESSAGE = "x-exception-message"
 EXCEPTION_FQCN = "x-exception-fqcn"
 MAX_EXCEPTION_MESSAGE = 1024
 """Bytes of the exception message kept in ``x-exception-message`` (a header must fit in one frame)."""
-
-_BROKER_DEATH_HEADERS = ("x-death", "x-first-death-", "x-last-death-")
 
 
 def tier_ms(retry: Retry) -> int:
@@ -79,7 +77,7 @@ def retry_headers(message: Message, retry: Retry) -> HeaderPairs:
     kept = tuple(
         (name, value)
         for name, value in headers.pairs
-        if name not in replaced and not name.startswith(_BROKER_DEATH_HEADERS)
+        if name not in replaced and not name.startswith(BROKER_DEATH_HEADERS)
     )
     return (*kept, *replaced.items(), *retry_started_header(message))
 
@@ -105,8 +103,5 @@ def restore_retried(message: Message) -> None:
 
 def attempt_after(count: bytes) -> int:
     """``retry-count`` attempts made -> the attempt this delivery is (1 when malformed)."""
-    try:
-        made = int(count.decode("ascii").strip())
-    except (UnicodeDecodeError, ValueError):
-        return 1
-    return made + 1 if 0 <= made < 1_000_000_000 else 1
+    made = decimal_int(count)
+    return made + 1 if made is not None and 0 <= made < 1_000_000_000 else 1

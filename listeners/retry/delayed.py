@@ -21,8 +21,9 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from listeners.deadletter.headers import binary_int
 from listeners.message import HeaderPairs
-from listeners.retry.kafka_wire import BACKOFF_TIMESTAMP, due_at_ms, from_java_bigint, java_bigint
+from listeners.retry.kafka_wire import BACKOFF_TIMESTAMP, due_at_ms, java_bigint
 from listeners.transport.base import Envelope
 
 KAFKA_DELAY_SUFFIX = "-delay"
@@ -78,9 +79,7 @@ def kafka_delayed_headers(pairs: HeaderPairs) -> tuple[HeaderPairs, int | None]:
     someone else wrote) the record is due at once and its headers are kept whole.
     """
     if pairs and pairs[-1][0] == BACKOFF_TIMESTAMP:
-        value = pairs[-1][1]
-        due = from_java_bigint(value) if value and len(value) <= 16 else None
-        return pairs[:-1], due
+        return pairs[:-1], binary_int(pairs[-1][1])
     return pairs, None
 
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from listeners.deadletter.headers import exception_fqcn, int32, int64
+from listeners.deadletter.headers import binary_int, exception_fqcn, int32, int64
 from listeners.message import HeaderPairs, Headers, Message
 
 ATTEMPTS = "retry_topic-attempts"
@@ -61,11 +61,6 @@ def due_at_ms(now: float, delay: float) -> int:
     return math.ceil((now + delay) * 1000)
 
 
-def read_int(data: bytes) -> int:
-    """A 4- or 8-byte big-endian int (Java int or long), or a Java BigInteger of another length."""
-    return int.from_bytes(data, "big", signed=True)
-
-
 @dataclass(frozen=True, slots=True)
 class RetryState:
     """What a record's headers say about its retries. ``original_*`` are None on a first delivery."""
@@ -83,16 +78,16 @@ def retry_state(headers: Headers) -> RetryState:
     if not headers.pairs:
         return _FIRST_DELIVERY
     index = dict(headers.pairs)  # last value wins
-    attempts = _int(index.get(ATTEMPTS))
+    attempts = binary_int(index.get(ATTEMPTS))
     original = _original(index, ORIGINAL_TOPIC)
     return RetryState(
         attempt=attempts if attempts is not None and attempts >= 1 else 1,
-        due_ms=_int(index.get(BACKOFF_TIMESTAMP)),
+        due_ms=binary_int(index.get(BACKOFF_TIMESTAMP)),
         original_topic=original.decode("utf-8", errors="replace") if original is not None else None,
-        original_partition=_int(_original(index, ORIGINAL_PARTITION)),
-        original_offset=_int(_original(index, ORIGINAL_OFFSET)),
-        original_timestamp_ms=_int(index.get(ORIGINAL_TIMESTAMP))
-        or _int(_original(index, ORIGINAL_RECORD_TIMESTAMP)),
+        original_partition=binary_int(_original(index, ORIGINAL_PARTITION)),
+        original_offset=binary_int(_original(index, ORIGINAL_OFFSET)),
+        original_timestamp_ms=binary_int(index.get(ORIGINAL_TIMESTAMP))
+        or binary_int(_original(index, ORIGINAL_RECORD_TIMESTAMP)),
     )
 
 
@@ -138,9 +133,3 @@ def retry_headers(message: Message, error: BaseException, *, next_attempt: int, 
 def _original(index: dict[str, bytes], name: str) -> bytes | None:
     value = index.get(name)
     return value if value is not None else index.get(_DLT_ORIGINAL[name])
-
-
-def _int(data: bytes | None) -> int | None:
-    if not data or len(data) > 16:
-        return None
-    return read_int(data)

@@ -17,11 +17,11 @@ first failure travels with the message:
 
 from __future__ import annotations
 
+from listeners.deadletter.headers import binary_int, decimal_int
 from listeners.message import Message
-from listeners.retry.kafka_wire import ORIGINAL_TIMESTAMP, from_java_bigint
+from listeners.retry.kafka_wire import ORIGINAL_TIMESTAMP
 
 RETRY_STARTED = "listeners-retry-started"
-_MAX_HEADER_DIGITS = 16
 
 
 def first_failure(message: Message, now: float) -> float:
@@ -30,10 +30,9 @@ def first_failure(message: Message, now: float) -> float:
         return message.retry_started
     headers = message.headers
     if headers.pairs:
-        started = _epoch_ms(headers.get(RETRY_STARTED))
+        started = decimal_int(headers.get(RETRY_STARTED))
         if started is None:
-            spring = headers.get(ORIGINAL_TIMESTAMP)
-            started = from_java_bigint(spring) if spring and len(spring) <= _MAX_HEADER_DIGITS else None
+            started = binary_int(headers.get(ORIGINAL_TIMESTAMP))
         if started is not None and started > 0:
             return started / 1000
     return now
@@ -45,12 +44,3 @@ def retry_started_header(message: Message) -> tuple[tuple[str, bytes], ...]:
     if message.retry_started is None or RETRY_STARTED in message.headers:
         return ()
     return ((RETRY_STARTED, str(int(message.retry_started * 1000)).encode()),)
-
-
-def _epoch_ms(value: bytes | None) -> int | None:
-    if not value or len(value) > _MAX_HEADER_DIGITS:
-        return None
-    try:
-        return int(value.decode("ascii"))
-    except (UnicodeDecodeError, ValueError):
-        return None
