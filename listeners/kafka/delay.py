@@ -26,20 +26,18 @@ What this gives and what it does not:
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import re
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import TopicAlreadyExistsError
+from aiokafka.admin import NewTopic
 from aiokafka.structs import ConsumerRecord
 
 from listeners.exceptions import TransportError
-from listeners.kafka.clients import common_options
 from listeners.kafka.config import KafkaConfig
 from listeners.kafka.errors import translate
+from listeners.kafka.provisioning import create_topics_now
 from listeners.message import EMPTY_HEADERS, Headers, Message
 from listeners.retry.delayed import (
     is_kafka_delay_topic,
@@ -56,20 +54,6 @@ async def topic_widths(producer: AIOKafkaProducer) -> dict[str, int]:
     """Partition count of every topic the cluster has now (one metadata request; creates nothing)."""
     cluster: Any = await producer.client.fetch_all_metadata()
     return {topic: len(cluster.partitions_for_topic(topic) or ()) for topic in cluster.topics()}
-
-
-async def create_topics(config: KafkaConfig, topics: list[NewTopic]) -> None:
-    """Create ``topics`` (a topic another instance created first counts as created)."""
-    if not topics:
-        return
-    admin = AIOKafkaAdminClient(**common_options(config))
-    try:
-        await admin.start()
-        with contextlib.suppress(TopicAlreadyExistsError):
-            await admin.create_topics(topics)
-    finally:
-        await admin.close()
-    log.info("created topics %s", ", ".join(topic.name for topic in topics))
 
 
 class DelayTopics:
@@ -111,7 +95,7 @@ class DelayTopics:
                 "listeners.kafka.provisioning.enabled: true to have it created"
             )
         width = widths.get(topic) or provisioning.partitions
-        await create_topics(self._config, [NewTopic(delay_topic, width, provisioning.replication_factor)])
+        await create_topics_now(self._config, [NewTopic(delay_topic, width, provisioning.replication_factor)])
 
 
 async def listener_delay_topics(producer: AIOKafkaProducer, endpoint: Endpoint) -> dict[str, str]:

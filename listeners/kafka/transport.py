@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import TopicAlreadyExistsError
 
 from listeners.deadletter.naming import kafka_dead_letter_topic
 from listeners.exceptions import TransportError
@@ -17,6 +15,7 @@ from listeners.kafka.clients import common_options, consumer_options, producer_o
 from listeners.kafka.config import KafkaConfig
 from listeners.kafka.delay import DelayTopics, listener_delay_topics
 from listeners.kafka.errors import translate
+from listeners.kafka.provisioning import create_topics
 from listeners.kafka.worker import ConsumerWorker
 from listeners.retry.delayed import is_delayed, kafka_delay_topic, kafka_delayed_envelope
 from listeners.retry.destinations import kafka_retry_topics
@@ -137,7 +136,7 @@ class KafkaTransport:
                 for topic in endpoint.sources
                 if topic not in existing
             ]
-            await self._create(admin, wanted)
+            await create_topics(admin, wanted)
             dead_letters = endpoint.options.dead_letter.enabled
             derived = {
                 topic: [
@@ -156,7 +155,7 @@ class KafkaTransport:
                     for name in names
                     if name not in existing
                 ]
-                await self._create(admin, followers)
+                await create_topics(admin, followers)
                 for topic in endpoint.sources:
                     self._delay_topics.known(topic)
         except TransportError:
@@ -165,13 +164,6 @@ class KafkaTransport:
             raise translate(error, f"provisioning topics of listener {endpoint.listener_id}") from error
         finally:
             await admin.close()
-
-    async def _create(self, admin: AIOKafkaAdminClient, topics: list[NewTopic]) -> None:
-        if not topics:
-            return
-        with contextlib.suppress(TopicAlreadyExistsError):  # another instance created them first
-            await admin.create_topics(topics)
-        log.info("created topics %s", ", ".join(topic.name for topic in topics))
 
     async def _widths(self, admin: AIOKafkaAdminClient, topics: tuple[str, ...]) -> dict[str, int]:
         described = await admin.describe_topics(list(topics))
