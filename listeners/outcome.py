@@ -8,6 +8,7 @@ then ack, or release it uncommitted).
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from typing import Literal
 
@@ -17,11 +18,13 @@ class Ack:
     """Done: acknowledge / mark the offset complete.
 
     ``skipped`` says why the handler did not run or did not count as processed: ``duplicate``
-    (idempotency), ``discarded`` (failed with dead letters disabled).
+    (idempotency), ``discarded`` (failed with dead letters disabled). ``after``: acknowledge only once
+    this future is done (an idempotency key being marked done); the ordering lane goes on meanwhile.
     """
 
     skipped: Literal["duplicate", "discarded"] | None = None
     error: BaseException | None = None
+    after: asyncio.Future[None] | None = None
 
 
 @dataclass(frozen=True, slots=True)

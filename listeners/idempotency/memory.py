@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import heapq
 import itertools
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from listeners.clock import Clock, SystemClock
@@ -51,6 +52,13 @@ class MemoryIdempotencyStore:
         token = str(next(self._tokens))  # unique within this store, which is all a token must be here
         self._set(name, _Entry(token, now + lease))
         return Claim(ClaimState.CLAIMED, token)
+
+    async def claim_many(self, namespace: str, keys: Sequence[str], *, lease: float) -> list[Claim]:
+        return [await self.claim(namespace, key, lease=lease) for key in keys]
+
+    async def complete_many(self, namespace: str, claims: Sequence[tuple[str, str]], *, ttl: float) -> None:
+        for key, token in claims:
+            await self.complete(namespace, key, token, ttl=ttl)
 
     async def complete(self, namespace: str, key: str, token: str, *, ttl: float) -> None:
         entry = self._entries.get((namespace, key))

@@ -21,12 +21,16 @@ sends them as ONE ``EVALSHA`` of a batch script that runs each call's operation 
 they were made, and answers each caller from its own reply. Each operation is the same as its lone
 script (a batch script runs atomically as a whole, so it is at least as atomic), and an error in one
 operation (a key of another type) fails that caller only; batching changes how many round trips the
-calls take, never what they do. A lone call is one ``EVALSHA`` of its own script, as before.
+calls take, never what they do. A turn with one call sends one ``EVALSHA`` of its own script; a call
+cancelled before its turn's flush is not sent. :meth:`RedisIdempotencyStore.claim_many` and
+:meth:`~RedisIdempotencyStore.complete_many` join the same batches.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
+from collections.abc import Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -82,32 +86,34 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then
 end
 return 0
 """
-# KEYS[i] the i-th call's key; ARGV[1] done marker; ARGV[3i-1], ARGV[3i], ARGV[3i+1] the i-th call's
-# operation (c claim, d complete, r release, e extend), token and lease or ttl (ms) -> the calls'
-# replies joined by newlines: a claim "state:pttl", the others "1" or "0", a failed call "!error". Each
-# operation is its lone script's, on the time the batch started (expiry is judged at a script's start).
+# ARGV[1] done marker, ARGV[2] the calls as a JSON array of [operation (c claim, d complete, r release,
+# e extend), key, token, lease or ttl (ms)] -> the calls' replies joined by newlines: a claim
+# "state:pttl", the others "1" or "0", a failed call "!error". Each operation is its lone script's, on
+# the time the batch started (expiry is judged at a script's start). One JSON argument instead of four
+# per call: redis-py encodes every argument in Python, which cost more than the server's work.
 BATCH_SCRIPT = """
 local done = ARGV[1]
+local function run(op, key, token, ms)
+  if op == 'c' then
+    if redis.call('SET', key, token, 'NX', 'PX', ms) then return '1:0' end
+    local state = 3
+    if redis.call('GET', key) == done then state = 2 end
+    return state .. ':' .. redis.call('PTTL', key)
+  end
+  if redis.call('GET', key) ~= token then return '0' end
+  if op == 'd' then
+    redis.call('SET', key, done, 'PX', ms)
+  elseif op == 'e' then
+    redis.call('PEXPIRE', key, ms)
+  else
+    redis.call('DEL', key)
+  end
+  return '1'
+end
+local calls = cjson.decode(ARGV[2])
 local replies = {}
-for i = 1, #KEYS do
-  local key, op, token, ms = KEYS[i], ARGV[3 * i - 1], ARGV[3 * i], ARGV[3 * i + 1]
-  local ok, reply = pcall(function()
-    if op == 'c' then
-      if redis.call('SET', key, token, 'NX', 'PX', ms) then return '1:0' end
-      local state = 3
-      if redis.call('GET', key) == done then state = 2 end
-      return state .. ':' .. redis.call('PTTL', key)
-    end
-    if redis.call('GET', key) ~= token then return '0' end
-    if op == 'd' then
-      redis.call('SET', key, done, 'PX', ms)
-    elseif op == 'e' then
-      redis.call('PEXPIRE', key, ms)
-    else
-      redis.call('DEL', key)
-    end
-    return '1'
-  end)
+for i, call in ipairs(calls) do
+  local ok, reply = pcall(run, call[1], call[2], call[3], call[4])
   if not ok then
     local message = reply
     if type(reply) == 'table' then message = reply.err or 'error' end
@@ -191,16 +197,25 @@ class RedisIdempotencyStore:
 
     async def claim(self, namespace: str, key: str, *, lease: float) -> Claim:
         token = new_token()
-        reply = await self._call(_CLAIM, self._key(namespace, key), token, _millis(lease))
-        state, pttl = int(reply[0]), int(reply[1])
-        if state == _CLAIMED:
-            return Claim(ClaimState.CLAIMED, token)
-        if state == _DONE:
-            return Claim(ClaimState.DONE)
-        return Claim(ClaimState.IN_PROGRESS, retry_after=pttl / 1000 if pttl > 0 else None)
+        return _claim(await self._call(_CLAIM, self._key(namespace, key), token, _millis(lease)), token)
+
+    async def claim_many(self, namespace: str, keys: Sequence[str], *, lease: float) -> list[Claim]:
+        millis = _millis(lease)
+        tokens = [new_token() for _ in keys]
+        calls = [
+            self._enqueue(_CLAIM, self._key(namespace, key), token, millis)
+            for key, token in zip(keys, tokens, strict=True)
+        ]
+        return [_claim(reply, token) for reply, token in zip(await self._all(calls), tokens, strict=True)]
 
     async def complete(self, namespace: str, key: str, token: str, *, ttl: float) -> None:
         await self._call(_COMPLETE, self._key(namespace, key), token, _millis(ttl))
+
+    async def complete_many(self, namespace: str, claims: Sequence[tuple[str, str]], *, ttl: float) -> None:
+        millis = _millis(ttl)
+        await self._all(
+            [self._enqueue(_COMPLETE, self._key(namespace, key), token, millis) for key, token in claims]
+        )
 
     async def release(self, namespace: str, key: str, token: str) -> None:
         await self._call(_RELEASE, self._key(namespace, key), token, 0)
@@ -209,6 +224,8 @@ class RedisIdempotencyStore:
         return int(await self._call(_EXTEND, self._key(namespace, key), token, _millis(lease))) == 1
 
     async def close(self) -> None:
+        if self._batch is not None:  # calls of this turn not flushed yet
+            self._flush_turn(self._batch)
         if self._sending:  # let round trips already on the wire answer their callers
             await asyncio.gather(*self._sending, return_exceptions=True)
         client, self._client = self._client, None
@@ -226,43 +243,51 @@ class RedisIdempotencyStore:
         return f"{self._config.prefix}{escaped}:{key}"
 
     async def _call(self, operation: str, key: str, token: str, millis: int) -> Any:
-        """Run one operation, in one round trip with every other call made in this event-loop turn.
+        """Run one operation, in one round trip with every other call made in this event-loop turn."""
+        return await self._enqueue(operation, key, token, millis)
 
-        The first call of a turn leads: it yields once (``asyncio.sleep(0)``, no timer) so that the
-        calls made meanwhile join its batch, then sends a lone call itself (one ``EVALSHA`` of its
-        script, no task) or the batch through a task that answers every caller (so cancelling one of
-        them never leaves the others without a reply).
+    def _enqueue(self, operation: str, key: str, token: str, millis: int) -> asyncio.Future[Any]:
+        """Add one operation to this turn's batch; the returned future gets its reply.
+
+        The first call of a turn schedules the flush (``call_soon``: after the calls of this turn);
+        the flush sends the batch through a task that answers every caller, so cancelling one of them
+        never leaves the others without a reply.
         """
         if self._client is None:
             raise IdempotencyStoreError(f"Redis idempotency store {self._where} is not started")
         loop = asyncio.get_running_loop()
+        future: asyncio.Future[Any] = loop.create_future()
         batch = self._batch
-        if batch is not None:  # a leader is waiting for this turn to end: join its batch
-            future: asyncio.Future[Any] = loop.create_future()
-            batch.append((operation, key, token, millis, future))
-            if len(batch) >= MAX_BATCH:
-                self._batch = None  # full: its leader sends it; later calls start another
-            return await future
-        future = loop.create_future()
-        batch = self._batch = [(operation, key, token, millis, future)]
-        try:
-            await asyncio.sleep(0)
-        except BaseException:
-            if self._batch is batch:
-                self._batch = None
-            del batch[0]  # cancelled before it was sent: the others still go
-            if batch:
-                self._flush(batch)
-            raise
+        if batch is None:
+            batch = self._batch = []
+            loop.call_soon(self._flush_turn, batch)
+        batch.append((operation, key, token, millis, future))
+        if len(batch) >= MAX_BATCH:
+            self._batch = None  # full: its flush sends it; later calls start another
+        return future
+
+    @staticmethod
+    async def _all(calls: list[asyncio.Future[Any]]) -> list[Any]:
+        """The replies of ``calls`` (all sent in the same turn); the first error if any failed, after
+        every future was awaited so none leaves its error unretrieved."""
+        replies: list[Any] = []
+        failure: BaseException | None = None
+        for call in calls:
+            try:
+                replies.append(await call)
+            except IdempotencyStoreError as error:
+                failure = failure or error
+        if failure is not None:
+            raise failure
+        return replies
+
+    def _flush_turn(self, batch: list[_Call]) -> None:
         if self._batch is batch:
             self._batch = None
-        if len(batch) == 1:
-            try:
-                return (await self._one(batch[0]))[0]
-            except (RedisError, OSError) as error:
-                raise self._failure(error) from error
-        self._flush(batch)
-        return await future
+        wanted = [call for call in batch if not call[4].done()]  # callers cancelled meanwhile: not sent
+        batch.clear()  # sent once, whether by its scheduled flush or by close()
+        if wanted:
+            self._flush(wanted)
 
     def _flush(self, batch: list[_Call]) -> None:
         task = asyncio.get_running_loop().create_task(self._send(batch))
@@ -311,12 +336,11 @@ class RedisIdempotencyStore:
         script = self._batch_script
         if script is None:
             raise IdempotencyStoreError(f"Redis idempotency store {self._where} is not started")
-        keys = []
-        args: list[str | int] = [DONE]
-        for operation, key, token, millis, _ in batch:
-            keys.append(key)
-            args += (operation, token, millis)
-        lines = str(await script(keys=keys, args=args)).split("\n")
+        calls = json.dumps(
+            [[operation, key, token, millis] for operation, key, token, millis, _ in batch],
+            ensure_ascii=False,
+        )
+        lines = str(await script(keys=[], args=[DONE, calls])).split("\n")
         if len(lines) != len(batch):
             raise IdempotencyStoreError(
                 f"Redis idempotency store {self._where} answered {len(lines)} replies to {len(batch)} calls"
@@ -359,6 +383,16 @@ def redacted(url: str) -> str:
     elif parts.password:
         netloc = f":***@{netloc}"
     return f"{parts.scheme}://{netloc}{parts.path}"
+
+
+def _claim(reply: Any, token: str) -> Claim:
+    """A claim from its script's reply ``[state, pttl]``."""
+    state, pttl = int(reply[0]), int(reply[1])
+    if state == _CLAIMED:
+        return Claim(ClaimState.CLAIMED, token)
+    if state == _DONE:
+        return Claim(ClaimState.DONE)
+    return Claim(ClaimState.IN_PROGRESS, retry_after=pttl / 1000 if pttl > 0 else None)
 
 
 def _millis(seconds: float) -> int:

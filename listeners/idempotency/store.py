@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import enum
 import secrets
+from collections.abc import Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 
 class ClaimState(enum.Enum):
@@ -66,6 +67,24 @@ class IdempotencyStore(Protocol):
 
     async def close(self) -> None:
         """Free connections; the store is not used afterwards."""
+        ...
+
+
+@runtime_checkable
+class BatchingStore(Protocol):
+    """A store that answers many calls in one round trip. A listener whose store is one claims the
+    keys of the messages it accepted together in one call, before their turns, and marks keys done
+    without holding up the next message (see :class:`~listeners.idempotency.guard.IdempotencyGuard`).
+    """
+
+    async def claim_many(self, namespace: str, keys: Sequence[str], *, lease: float) -> list[Claim]:
+        """:meth:`IdempotencyStore.claim` for each key, in order (a key repeated finds itself in
+        progress); one error fails them all."""
+        ...
+
+    async def complete_many(self, namespace: str, claims: Sequence[tuple[str, str]], *, ttl: float) -> None:
+        """:meth:`IdempotencyStore.complete` for each ``(key, token)``; one error fails them all
+        (completing a key twice is harmless, so the caller may complete them again one by one)."""
         ...
 
 

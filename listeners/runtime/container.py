@@ -15,7 +15,7 @@ import contextlib
 import logging
 from collections import deque
 from collections.abc import Awaitable, Callable, Hashable
-from typing import Literal
+from typing import Literal, Protocol
 
 from listeners.clock import Clock
 from listeners.message import Message
@@ -33,6 +33,16 @@ State = Literal["created", "running", "stopping", "stopped"]
 ErrorPolicy = Callable[[Message, Exception], Outcome]
 """What an exception from the pipeline means (retry, dead letter, ...): the error handler's ``decide``."""
 
+
+class Lookahead(Protocol):
+    """Told of each message as it is accepted and of each released before its turn (the idempotency
+    guard claims keys ahead through it)."""
+
+    def expect(self, message: Message) -> None: ...
+
+    def forget(self, message: Message) -> None: ...
+
+
 SETTLE_BACKOFF = BackOffPolicy(initial=0.5, multiplier=2.0, maximum=30.0, jitter=0.1)
 """Back-off while a settle (ack, dead-letter or retry publish) keeps failing: no loss, no spin."""
 
@@ -43,6 +53,7 @@ class ListenerContainer:
     ``on_error`` turns an exception from the pipeline into an outcome; without one, such a message is
     dead-lettered. The starter passes the listener's :class:`~listeners.retry.interceptor.ErrorHandler`
     here rather than as the outermost interceptor: same behaviour, one coroutine less per message.
+    ``lookahead`` is told of every accepted message and of every one released before its turn.
     """
 
     def __init__(
@@ -54,6 +65,7 @@ class ListenerContainer:
         *,
         on_error: ErrorPolicy | None = None,
         settle_backoff: BackOffPolicy = SETTLE_BACKOFF,
+        lookahead: Lookahead | None = None,
     ) -> None:
         self.endpoint = endpoint
         self.stats = ListenerStats()
@@ -67,7 +79,11 @@ class ListenerContainer:
         self._at_most_once = endpoint.options.ack_mode == "at_most_once"
         self._capacity = endpoint.options.max_in_flight
         self._subscription: Subscription | None = None
+        self._lookahead = lookahead
         self._pending: dict[Delivery, None] = {}  # insertion-ordered: releases go in arrival order
+        # Handled deliveries to acknowledge once their Ack.after is done, by that future (one for the
+        # deliveries whose idempotency keys are marked done together: one callback for all of them).
+        self._acking: dict[asyncio.Future[None], list[Delivery]] = {}
         self._lanes: dict[Hashable, _Lane] = {}  # ordered lanes with deliveries waiting, by lane key
         self._running: set[_Lane] = set()  # every lane whose task runs, ordered or not
         self._tasks: set[asyncio.Task[None]] = set()
@@ -89,6 +105,18 @@ class ListenerContainer:
     def in_flight(self) -> int:
         """Deliveries accepted and not yet settled."""
         return len(self._pending)
+
+    @property
+    def subscription(self) -> Subscription | None:
+        """The transport's consumers of this listener, once started (health checks read them)."""
+        return self._subscription
+
+    def oldest_pending(self) -> Message | None:
+        """The earliest accepted delivery's message not yet settled (time-lag metrics read its
+        timestamp); None when nothing is in flight."""
+        for delivery in self._pending:
+            return delivery.message
+        return None
 
     def describe(self) -> str:
         """Sources as the subscription describes them, for log lines."""
@@ -153,6 +181,8 @@ class ListenerContainer:
 
     def _accept(self, delivery: Delivery) -> None:
         self._pending[delivery] = None
+        if self._lookahead is not None:
+            self._lookahead.expect(delivery.message)
         ordering = self._ordering
         if ordering == "none":
             self._spawn_lane(None, _Lane(delivery))
@@ -198,7 +228,10 @@ class ListenerContainer:
     # processing -----------------------------------------------------------------------------------
 
     def _started(self) -> set[Delivery]:
-        return {lane.current for lane in self._running if lane.current is not None}
+        started = {lane.current for lane in self._running if lane.current is not None}
+        for deliveries in self._acking.values():
+            started.update(deliveries)
+        return started
 
     def _spawn_lane(self, key: Hashable | None, lane: _Lane) -> None:
         self._running.add(lane)
@@ -234,6 +267,8 @@ class ListenerContainer:
                 if outcome is ACK and delivery.settler.ack_now(delivery):
                     stats.processed += 1
                     self._finish(delivery)
+                elif isinstance(outcome, Ack) and outcome.after is not None:
+                    self._ack_after(delivery, outcome.after)  # the lane goes on
                 else:
                     await self._conclude(delivery, outcome)
         finally:
@@ -260,6 +295,28 @@ class ListenerContainer:
             self._finish(delivery)
             return
         await self._release(delivery, "listener stopping before the broker confirmed the settle")
+
+    def _ack_after(self, delivery: Delivery, after: asyncio.Future[None]) -> None:
+        """Acknowledge ``delivery`` once ``after`` is done."""
+        waiting = self._acking.get(after)
+        if waiting is None:
+            self._acking[after] = [delivery]
+            after.add_done_callback(self._acks_due)
+        else:
+            waiting.append(delivery)
+
+    def _acks_due(self, after: asyncio.Future[None]) -> None:
+        pending, stats = self._pending, self.stats
+        for delivery in self._acking.pop(after, ()):
+            if delivery not in pending:
+                continue  # released meanwhile (shutdown timeout)
+            if delivery.settler.ack_now(delivery):
+                stats.processed += 1
+                self._finish(delivery)
+                continue
+            task = asyncio.ensure_future(self._conclude(delivery, ACK))
+            self._tasks.add(task)
+            task.add_done_callback(self._task_done)
 
     async def _handle_at_most_once(self, delivery: Delivery) -> None:
         if await self._settle(delivery, Ack(), record=False):
@@ -326,7 +383,7 @@ class ListenerContainer:
         """The settler call for ``outcome`` (returned, not awaited here: one frame less per message)."""
         settler = delivery.settler
         if isinstance(outcome, Ack):
-            return settler.ack(delivery)
+            return settler.ack(delivery) if outcome.after is None else self._ack_once_done(delivery, outcome)
         if isinstance(outcome, DeadLetter):
             return settler.dead_letter(delivery, outcome.error)
         if isinstance(outcome, Retry):
@@ -334,6 +391,11 @@ class ListenerContainer:
         if isinstance(outcome, Release):
             return settler.release(delivery)
         raise TypeError(f"outcome {outcome!r} cannot be settled by a transport")
+
+    async def _ack_once_done(self, delivery: Delivery, outcome: Ack) -> None:
+        if outcome.after is not None:
+            await asyncio.shield(outcome.after)
+        await delivery.settler.ack(delivery)
 
     async def _wait(self, delay: float) -> bool:
         """Wait ``delay`` on the clock; False (at once) if the listener starts stopping."""
@@ -357,6 +419,8 @@ class ListenerContainer:
             self._changed.set()
 
     async def _release(self, delivery: Delivery, reason: str) -> None:
+        if self._lookahead is not None:
+            self._lookahead.forget(delivery.message)
         try:
             await delivery.settler.release(delivery)
         except Exception as error:  # the broker redelivers unsettled messages anyway

@@ -63,6 +63,9 @@ class Invoker:
         self._key_payload = (
             self._payload_builder(codec, Any) if key_needs_payload and plan.payload is None else None
         )
+        payload_builder = dict(self._builders).get(plan.payload) if plan.payload is not None else None
+        self._payload_reader = payload_builder or self._key_payload
+        self._other_builders = [(name, build) for name, build in self._builders if name != plan.payload]
 
     async def __call__(self, message: Message) -> Outcome:
         decode = self._decode_only
@@ -75,8 +78,16 @@ class Invoker:
             if result is not None and self._forward is not None:
                 await self._forward(result, message)
             return ACK
-        arguments = {name: build(message) for name, build in self._builders}
         guard = self._guard
+        early = guard.take(message) if guard is not None else None
+        if guard is not None and early is not None:  # decoded when accepted: build the other arguments
+            arguments = {name: build(message) for name, build in self._other_builders}
+            if self._payload_name is not None:
+                arguments[self._payload_name] = early.payload
+            return await guard.run(
+                message, early.payload, functools.partial(self._call, message, arguments), early
+            )
+        arguments = {name: build(message) for name, build in self._builders}
         if guard is None:  # _call inlined: one coroutine frame less on every message
             if self._is_async:
                 result = await self._handler(**arguments)
@@ -91,6 +102,30 @@ class Invoker:
         else:
             payload = self._key_payload(message) if self._key_payload is not None else None
         return await guard.run(message, payload, functools.partial(self._call, message, arguments))
+
+    @property
+    def lookahead(self) -> Invoker | None:
+        """This invoker as the container's look-ahead when its guard claims keys ahead, else None."""
+        guard = self._guard
+        return self if guard is not None and guard.claims_ahead else None
+
+    def expect(self, message: Message) -> None:
+        """The container accepted ``message``: decode what its key needs and let the guard claim it
+        ahead. A body that cannot be decoded is left for its turn, which raises the error."""
+        guard = self._guard
+        if guard is None:
+            return
+        read = self._payload_reader
+        try:
+            payload = read(message) if read is not None else None
+        except Exception:
+            return
+        guard.expect(message, payload)
+
+    def forget(self, message: Message) -> None:
+        """The container released ``message`` before its turn."""
+        if self._guard is not None:
+            self._guard.forget(message)
 
     async def _call(
         self, message: Message, arguments: dict[str, Any], transaction: StoreTransaction | None

@@ -5,6 +5,7 @@ the server (never its password) in bounded time."""
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 import time
 import uuid
@@ -161,13 +162,20 @@ async def test_each_operation_is_one_round_trip(make_store: Factory, monkeypatch
 
 @pytest.fixture
 def commands(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, int]]:
-    """Every command any client sends from now on, as (name, number of keys of an EVALSHA): one entry
-    per round trip (the store sends no pipelines)."""
+    """Every command any client sends from now on, as (name, number of calls of an EVALSHA): one entry
+    per round trip (the store sends no pipelines). A lone call's script takes its one key; the batch
+    script takes none, its calls being a JSON array in its last argument."""
     sent: list[tuple[str, int]] = []
     send = Redis.execute_command
 
+    def calls(args: tuple[Any, ...]) -> int:
+        if args[0] != "EVALSHA":
+            return 0
+        keys = int(args[2])
+        return keys if keys else len(json.loads(args[-1]))
+
     async def counting(self: Redis, *args: Any, **options: Any) -> Any:
-        sent.append((str(args[0]), int(args[2]) if args[0] == "EVALSHA" else 0))
+        sent.append((str(args[0]), calls(args)))
         return await send(self, *args, **options)
 
     monkeypatch.setattr(Redis, "execute_command", counting)
