@@ -19,6 +19,7 @@ from typing import Any, Protocol
 
 from listeners.codec import Codec
 from listeners.message import HeaderInput, Outgoing, header_pairs
+from listeners.metrics.messages import MessageMetrics
 from listeners.spec import TransportKind
 from listeners.tracing.spans import MessageTracing
 from listeners.transport.base import Envelope, PublishReceipt, Transport
@@ -39,31 +40,63 @@ class _Publisher:
     kind: TransportKind
 
     def __init__(
-        self, transports: TransportSource, codec: Codec, tracing: MessageTracing | None = None
+        self,
+        transports: TransportSource,
+        codec: Codec,
+        tracing: MessageTracing | None = None,
+        metrics: MessageMetrics | None = None,
     ) -> None:
         self._transports = transports
         self._codec = codec
         self._tracing = tracing
+        self._metrics = metrics
 
     async def _publish(self, envelope: Envelope) -> PublishReceipt:
-        """Publish one envelope, in a ``send`` span carrying its trace context when tracing is on."""
+        """Publish one envelope; with tracing or metrics on, through :meth:`_instrumented`."""
         transport = await self._transport()
-        tracing = self._tracing
-        if tracing is None:
+        if self._tracing is None and self._metrics is None:
             return await transport.publish(envelope)
-        with tracing.send(
-            self.kind, envelope.destination, envelope.headers, routing_key=envelope.routing_key,
-            key=envelope.key, partition=envelope.partition,
-        ) as headers:  # fmt: skip
-            return await transport.publish(replace(envelope, headers=headers))
+        return await self._instrumented(transport, envelope)
+
+    async def _instrumented(self, transport: Transport, envelope: Envelope) -> PublishReceipt:
+        """In a ``send`` span carrying its trace context when tracing is on; counted in
+        ``messaging.client.sent.messages`` when metrics are on."""
+        tracing, metrics = self._tracing, self._metrics
+        try:
+            if tracing is None:
+                receipt = await transport.publish(envelope)
+            else:
+                with tracing.send(
+                    self.kind, envelope.destination, envelope.headers, routing_key=envelope.routing_key,
+                    key=envelope.key, partition=envelope.partition,
+                ) as headers:  # fmt: skip
+                    receipt = await transport.publish(replace(envelope, headers=headers))
+        except Exception as error:
+            if metrics is not None:
+                metrics.count_sent(self.kind, envelope.destination, 1, error)
+            raise
+        if metrics is not None:
+            metrics.count_sent(self.kind, envelope.destination)
+        return receipt
 
     async def _publish_many(self, envelopes: list[Envelope]) -> list[PublishReceipt]:
         transport = await self._transport()
-        tracing = self._tracing
-        if tracing is None:
+        tracing, metrics = self._tracing, self._metrics
+        if tracing is None and metrics is None:
             return await transport.publish_many(envelopes)
-        with tracing.send_many(self.kind, envelopes) as traced:
-            return await transport.publish_many(traced)
+        try:
+            if tracing is None:
+                receipts = await transport.publish_many(envelopes)
+            else:
+                with tracing.send_many(self.kind, envelopes) as traced:
+                    receipts = await transport.publish_many(traced)
+        except Exception as error:
+            if metrics is not None and envelopes:
+                metrics.count_sent(self.kind, envelopes[0].destination, len(envelopes), error)
+            raise
+        if metrics is not None and envelopes:
+            metrics.count_sent(self.kind, envelopes[0].destination, len(envelopes))
+        return receipts
 
     def _envelope(
         self,

@@ -16,6 +16,7 @@ from dependency_injector import containers, providers
 from listeners.clock import SystemClock
 from listeners.codec import JsonCodec
 from listeners.memory import MemoryBroker, MemoryKafkaTransport, MemoryRabbitTransport
+from listeners.metrics.setup import create_message_metrics, create_meter_provider
 from listeners.publishing import KafkaPublisher, RabbitPublisher
 from listeners.tracing.setup import create_message_tracing, create_tracer_provider
 from listeners.transport.base import Transport
@@ -57,6 +58,8 @@ class ListenersContainer(containers.DeclarativeContainer):
     serves every listener with an ``idempotency_key`` instead of the configured ones.
     ``tracer_provider``: the OpenTelemetry TracerProvider of message spans (by default built from
     ``listeners.tracing``, None when disabled); provide your own to trace with it.
+    ``meter_provider``: the OpenTelemetry MeterProvider of message and listener metrics (by default
+    built from ``listeners.metrics``, None when disabled); provide your own to record into it.
     """
 
     launch = providers.Object(LaunchOptions())
@@ -80,8 +83,14 @@ class ListenersContainer(containers.DeclarativeContainer):
     message_tracing = providers.Singleton(
         create_message_tracing, tracer_provider, settings.provided.listeners.tracing
     )
-    kafka_publisher = providers.Singleton(KafkaPublisher, transports, codec, message_tracing)
-    rabbit_publisher = providers.Singleton(RabbitPublisher, transports, codec, message_tracing)
+    meter_provider: providers.Provider[Any] = providers.Singleton(
+        create_meter_provider, settings.provided.listeners.metrics, settings.provided.listeners.server
+    )
+    message_metrics = providers.Singleton(create_message_metrics, meter_provider)
+    kafka_publisher = providers.Singleton(KafkaPublisher, transports, codec, message_tracing, message_metrics)
+    rabbit_publisher = providers.Singleton(
+        RabbitPublisher, transports, codec, message_tracing, message_metrics
+    )
     executor = providers.Singleton(
         ThreadPoolExecutor,
         max_workers=settings.provided.listeners.executor.max_workers,

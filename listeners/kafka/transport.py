@@ -190,6 +190,15 @@ class KafkaSubscription:
     def describe(self) -> str:
         return f"{self._endpoint.describe_sources()} group={self._endpoint.group_id}"
 
+    @property
+    def consuming(self) -> bool:
+        """Every worker joined the group and polls successfully."""
+        return all(worker.consuming for worker in self._workers)
+
+    def consumer_lag(self) -> list[tuple[str, int | None, int]]:
+        """High watermark minus committed offset per assigned partition (see ``ConsumerWorker``)."""
+        return [entry for worker in self._workers for entry in worker.consumer_lag()]
+
     async def start(self) -> None:
         delay_topics = await self._transport.delay_topics_of(self._endpoint)
         await asyncio.gather(*(worker.start(delay_topics) for worker in self._workers))

@@ -22,7 +22,7 @@ import contextlib
 import logging
 import time
 from collections import deque
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -87,7 +87,31 @@ class ConsumerWorker(ConsumerRebalanceListener):  # type: ignore[misc]
         self._last_commit = 0.0
         self._last_poll = 0.0
         self._fetching = False
+        self._joined = False  # between an assignment (even an empty one) and the next revoke
+        self._failing = False  # the last poll failed (broker unreachable, ...)
         self._task: asyncio.Task[None] | None = None
+
+    @property
+    def consuming(self) -> bool:
+        """Fetching, a member of the group with its assignment, and the last poll succeeded."""
+        return self._fetching and self._joined and not self._failing
+
+    def consumer_lag(self) -> Iterator[tuple[str, int, int]]:
+        """``(topic, partition, high watermark - committed offset)`` of the assigned partitions whose
+        high watermark a fetch has reported; a partition nothing was handed out from yet counts from
+        its first waiting record, or as caught up when none waits."""
+        highwater = self._consumer.highwater
+        for tp in list(self._assigned):
+            high = highwater(tp)
+            if high is None:
+                continue
+            state = self._held.get(tp)
+            if state is not None:
+                done = state.committed
+            else:
+                waiting = next((run.records[run.next].offset for run in self._backlog if run.tp == tp), None)
+                done = high if waiting is None else waiting
+            yield tp.topic, tp.partition, max(0, high - done)
 
     # lifecycle ------------------------------------------------------------------------------------
 
@@ -127,10 +151,13 @@ class ConsumerWorker(ConsumerRebalanceListener):  # type: ignore[misc]
         while self._fetching:
             try:
                 await self._poll_once()
-                failures = FAILURE_BACKOFF.execution()
+                if self._failing:
+                    self._failing = False
+                    failures = FAILURE_BACKOFF.execution()
             except asyncio.CancelledError:
                 raise
             except Exception as error:
+                self._failing = True
                 delay = next(failures)
                 log.error(
                     "listener %s: consumer failed, retrying in %.2gs: %s",
@@ -264,6 +291,7 @@ class ConsumerWorker(ConsumerRebalanceListener):  # type: ignore[misc]
     # rebalance listener ---------------------------------------------------------------------------
 
     async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        self._joined = False  # rebalancing until the next assignment
         revoked = set(revoked)
         self._assigned -= revoked
         self._drop_runs_of(revoked)
@@ -293,6 +321,7 @@ class ConsumerWorker(ConsumerRebalanceListener):  # type: ignore[misc]
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
         self._assigned |= set(assigned)
+        self._joined = True
         self._topics.learn_delay_topics(assigned)
         log.info("listener %s: partitions %s assigned", self._endpoint.listener_id, _names(assigned))
         if self._backlog:

@@ -134,6 +134,15 @@ class MemoryKafkaSubscription:
     def describe(self) -> str:
         return f"{self._endpoint.describe_sources()} group={self._endpoint.group_id}"
 
+    @property
+    def consuming(self) -> bool:
+        """Every member joined the group and its fetch loop runs."""
+        return all(member.consuming for member in self._members)
+
+    def consumer_lag(self) -> list[tuple[str, int | None, int]]:
+        """End offset minus committed offset of every partition the members hold."""
+        return [entry for member in self._members for entry in member.consumer_lag()]
+
     async def start(self) -> None:
         await self._transport.declare(self._endpoint)
         for member in self._members:
@@ -215,6 +224,20 @@ class _Member:
         self._fetching = True
         self._task: asyncio.Task[None] | None = None
         self._timers: set[asyncio.Task[None]] = set()
+
+    @property
+    def consuming(self) -> bool:
+        task = self._task
+        return self._fetching and task is not None and not task.done()
+
+    def consumer_lag(self) -> list[tuple[str, int | None, int]]:
+        """``(topic, partition, end offset - committed offset)`` of the partitions it holds."""
+        lag: list[tuple[str, int | None, int]] = []
+        for (topic, partition), state in list(self._held.items()):
+            committed = self._group.committed((topic, partition))
+            done = state.offsets.committable if committed is None else committed
+            lag.append((topic, partition, max(0, self._log.end_offset(topic, partition) - done)))
+        return lag
 
     async def start(self) -> None:
         await self._group.join(self)

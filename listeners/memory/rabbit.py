@@ -112,6 +112,20 @@ class MemoryRabbitSubscription:
     def describe(self) -> str:
         return self._endpoint.describe_sources()
 
+    @property
+    def consuming(self) -> bool:
+        """Every consumer is active and its delivery task runs."""
+        return (
+            bool(self._consumers)
+            and all(consumer.active for consumer in self._consumers)
+            and all(not task.done() for task in self._tasks)
+        )
+
+    def consumer_lag(self) -> list[tuple[str, int | None, int]]:
+        """Messages ready in the queue (not those delivered and unacknowledged), as RabbitMQ counts."""
+        queue = self._broker.amqp.queues.get(self._queue)
+        return [(self._queue, None, len(queue.messages))] if queue is not None else []
+
     async def start(self) -> None:
         await self._transport.declare(self._endpoint)
         options = self._endpoint.options

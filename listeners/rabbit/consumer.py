@@ -75,6 +75,18 @@ class ChannelConsumer:
         self._opening = asyncio.Lock()  # a lost channel and a reconnect may both try to resume
         self._unregister = connection.on_reconnect(self._resume)
 
+    @property
+    def consuming(self) -> bool:
+        """Registered with the broker on an open channel of a live connection (false while either is
+        being re-made, and once stopped)."""
+        session = self._session
+        return (
+            session is not None
+            and not self._stopping
+            and self._connection.is_connected
+            and not session.channel.is_closed
+        )
+
     # lifecycle ------------------------------------------------------------------------------------
 
     async def open(self) -> None:

@@ -171,6 +171,13 @@ class Subscription(Protocol):
         """Sources for log lines, e.g. ``topics=orders group=billing``."""
         ...
 
+    @property
+    def consuming(self) -> bool:
+        """Whether every consumer receives messages now (readiness reads it): false before a Kafka
+        consumer joined its group, while a RabbitMQ connection or channel is being re-made, once
+        stopped."""
+        ...
+
 
 class Transport(Protocol):
     """A broker connection that publishes and subscribes."""
