@@ -10,6 +10,7 @@ import sys
 from typing import Any
 
 from listeners.exceptions import ListenersError
+from listeners.logs import install_logging
 from starter.application import ListenersApplication
 
 log = logging.getLogger("listeners")
@@ -19,7 +20,11 @@ EXIT_STARTUP_FAILED = 1
 
 
 async def serve(container: Any) -> int:
-    """Run until a signal asks to stop; a second signal exits at once without draining."""
+    """Run until a signal asks to stop; a second signal exits at once without draining.
+
+    The log lines take ``listeners.logging.format`` and the current span's trace id from here on.
+    """
+    install_logging(container.settings().listeners.logging)
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
 

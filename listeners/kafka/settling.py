@@ -20,6 +20,7 @@ from listeners.kafka.topics import ListenerTopics
 from listeners.outcome import Retry
 from listeners.retry.destinations import kafka_retry_tier, kafka_retry_topic
 from listeners.retry.kafka_wire import due_at_ms
+from listeners.tracing.spans import settling_sends
 from listeners.transport.base import Delivery, Endpoint
 
 if TYPE_CHECKING:
@@ -70,7 +71,8 @@ class RecordSettler:
             source = self._topics.source_topic(message)
             partitions = await self._transport.partitions_for(kafka_dead_letter_topic(self._endpoint, source))
             envelopes.append(kafka_dead_letter(self._endpoint, message, error, partitions, source=source))
-        await self._transport.publish_many(envelopes)
+        with settling_sends("kafka", envelopes, delivery.message):
+            await self._transport.publish_many(envelopes)
         await self.ack(delivery)
 
     async def retry_later(self, delivery: Delivery, retry: Retry) -> None:
@@ -82,5 +84,6 @@ class RecordSettler:
             topic = kafka_retry_topic(self._topics.source_topic(message), tier)
             partitions = await self._transport.partitions_for(topic)
             envelopes.append(kafka_retry(message, retry, topic=topic, due_ms=due_ms, partitions=partitions))
-        await self._transport.publish_many(envelopes)
+        with settling_sends("kafka", envelopes, delivery.message):
+            await self._transport.publish_many(envelopes)
         await self.ack(delivery)

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Mapping
 from typing import Any
+
+from aio_pika.abc import AbstractChannel
 
 from listeners.rabbit.config import RabbitConfig
 from listeners.rabbit.connection import RabbitConnection
@@ -16,6 +19,7 @@ from listeners.rabbit.topology import declare, declare_retry_queue
 from listeners.retry.delayed import is_delayed
 from listeners.retry.destinations import rabbit_retry_queue, retry_tiers
 from listeners.spec import TransportKind
+from listeners.tracing.spans import settling_sends
 from listeners.transport.base import DeliverySink, Endpoint, Envelope, PublishReceipt
 
 log = logging.getLogger("listeners.rabbit")
@@ -74,8 +78,10 @@ class RabbitTransport:
         self._retry_queues.discard(name)
 
     async def republish(self, envelope: Envelope, properties: Mapping[str, Any]) -> PublishReceipt:
-        """Publish (confirmed) keeping further AMQP properties of a consumed message."""
-        return await self._publisher.publish(envelope, properties)
+        """Publish (confirmed) keeping further AMQP properties of a consumed message; a failed message
+        republished to its retry tier or dead-letter queue gets a ``send`` span in its trace."""
+        with settling_sends("rabbit", [envelope]):
+            return await self._publisher.publish(envelope, properties)
 
     def subscribe(self, endpoint: Endpoint, sink: DeliverySink) -> RabbitSubscription:
         return RabbitSubscription(self, endpoint, sink)
@@ -86,13 +92,37 @@ class RabbitSubscription:
 
     def __init__(self, transport: RabbitTransport, endpoint: Endpoint, sink: DeliverySink) -> None:
         self._endpoint = endpoint
+        self._connection = transport.connection
         self._consumers = [
             ChannelConsumer(transport.connection, endpoint, sink, transport)
             for _ in range(endpoint.options.concurrency)
         ]
+        self._depth: int | None = None  # messages ready in the queue, as last read
+        self._depth_channel: AbstractChannel | None = None
 
     def describe(self) -> str:
         return self._endpoint.describe_sources()
+
+    @property
+    def consuming(self) -> bool:
+        """Every consumer is registered with the broker on a live channel."""
+        return all(consumer.consuming for consumer in self._consumers)
+
+    def consumer_lag(self) -> list[tuple[str, int | None, int]]:
+        """The queue's depth (messages ready, not those delivered and unacknowledged) as last read by
+        :meth:`refresh_consumer_lag`; nothing before the first read."""
+        if self._depth is None:
+            return []
+        return [(self._endpoint.options.queue or "", None, self._depth)]
+
+    async def refresh_consumer_lag(self) -> None:
+        """Read the queue's depth with a passive declare, on a channel kept for it (a failed declare
+        closes its channel; the next read opens another)."""
+        channel = self._depth_channel
+        if channel is None or channel.is_closed:
+            channel = self._depth_channel = await self._connection.channel()
+        declared = await channel.declare_queue(self._endpoint.options.queue or "", passive=True)
+        self._depth = int(declared.declaration_result.message_count or 0)
 
     async def start(self) -> None:
         await asyncio.gather(*(consumer.open() for consumer in self._consumers))
@@ -101,6 +131,10 @@ class RabbitSubscription:
         await asyncio.gather(*(consumer.stop() for consumer in self._consumers))
 
     async def close(self) -> None:
+        channel, self._depth_channel = self._depth_channel, None
+        if channel is not None and not channel.is_closed:
+            with contextlib.suppress(Exception):
+                await channel.close()
         results = await asyncio.gather(
             *(consumer.close() for consumer in self._consumers), return_exceptions=True
         )

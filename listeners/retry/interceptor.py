@@ -8,6 +8,7 @@ import logging
 from listeners.clock import Clock, SystemClock
 from listeners.durations import format_duration
 from listeners.exceptions import RetryLater
+from listeners.logs.context import message_fields
 from listeners.message import Message
 from listeners.outcome import Ack, DeadLetter, Outcome, Retry
 from listeners.retry.backoff import BackOffPolicy
@@ -85,6 +86,7 @@ class ErrorHandler:
             delay,
             type(error).__name__,
             error,
+            extra=message_fields(message),
         )
         return Retry(delay, message.attempt + 1, error, blocking=self._blocking, tier=tier)
 
@@ -99,6 +101,7 @@ class ErrorHandler:
                 type(error).__name__,
                 error,
                 exc_info=error,
+                extra=message_fields(message),
             )
             return DeadLetter(error)
         log.error(
@@ -110,5 +113,6 @@ class ErrorHandler:
             type(error).__name__,
             error,
             exc_info=error,
+            extra=message_fields(message),
         )
         return Ack(skipped="discarded", error=error)

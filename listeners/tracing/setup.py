@@ -8,7 +8,7 @@ from opentelemetry import trace
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SimpleSpanProcessor
-from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
+from opentelemetry.sdk.trace.sampling import ALWAYS_ON, ParentBased, Sampler, TraceIdRatioBased
 
 from listeners.exceptions import ConfigError
 from listeners.tracing.spans import MessageTracing
@@ -27,15 +27,18 @@ def create_tracer_provider(settings: Any) -> Any:
     if isinstance(installed, TracerProvider):
         return installed
     resource = Resource.create({"service.name": settings.service_name or "listeners"})
-    provider = TracerProvider(
-        resource=resource, sampler=ParentBased(TraceIdRatioBased(settings.sample_ratio))
-    )
+    provider = TracerProvider(resource=resource, sampler=ParentBased(_root_sampler(settings.sample_ratio)))
     if settings.exporter == "console":
         provider.add_span_processor(SimpleSpanProcessor(ConsoleSpanExporter()))
     elif settings.exporter == "otlp":
         provider.add_span_processor(BatchSpanProcessor(_otlp_exporter(settings.endpoint)))
     setattr(provider, OWNED, True)
     return provider
+
+
+def _root_sampler(ratio: float) -> Sampler:
+    """Every new trace at ratio 1 (without the ratio sampler's trace-id arithmetic), else that share."""
+    return ALWAYS_ON if ratio >= 1 else TraceIdRatioBased(ratio)
 
 
 def create_message_tracing(provider: Any, settings: Any) -> MessageTracing | None:

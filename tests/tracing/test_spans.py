@@ -162,3 +162,31 @@ async def test_tracing_is_off_by_default_and_adds_no_headers() -> None:
         await app.kafka.send(source, {"id": 5})
         await app.wait_for(lambda: len(Handlers.seen) == 1)
     assert "traceparent" not in Handlers.seen[0].headers
+
+
+async def test_a_batch_span_links_to_every_records_context(exporter: InMemorySpanExporter) -> None:
+    source = unique("batched")
+
+    class Handlers:
+        records = 0
+
+        @kafka_listener(source, id="batched", batch=True)
+        async def handle(self, items: list[dict[str, Any]]) -> None:
+            type(self).records += len(items)
+
+    async with running(traced(Handlers(), exporter)) as app:
+        for n in range(5):
+            await app.kafka.send(source, {"id": n}, key="same-partition")
+        await app.wait_for(lambda: Handlers.records == 5)
+    spans = exporter.get_finished_spans()
+    sends = named(spans, f"send {source}")
+    batches = named(spans, f"process {source}")
+    assert len(sends) == 5
+    assert batches
+    linked = [link.context for batch in batches for link in batch.links]
+    assert sorted(context.span_id for context in linked) == sorted(sent.context.span_id for sent in sends)
+    assert {context.trace_id for context in linked} == {sent.context.trace_id for sent in sends}
+    for batch in batches:
+        assert batch.parent is None, "a batch starts its own trace, linked to its records'"
+        assert batch.context.trace_id not in {sent.context.trace_id for sent in sends}
+        assert dict(batch.attributes or {})["messaging.batch.message_count"] == len(batch.links)
