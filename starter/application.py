@@ -25,6 +25,7 @@ from listeners.idempotency.guard import IdempotencyGuard
 from listeners.idempotency.keys import key_reader, needs_payload
 from listeners.idempotency.registry import IdempotencyStores
 from listeners.idempotency.store import TransactionalStore
+from listeners.logs import message_log_steps
 from listeners.retry.interceptor import ErrorHandler
 from listeners.runtime.container import ListenerContainer
 from listeners.runtime.forwarding import Forwarder
@@ -35,6 +36,7 @@ from listeners.spec import ListenerOptions, Retry, TransportKind
 from listeners.tracing.setup import shutdown_owned
 from listeners.transport.registry import TransportRegistry
 from starter.loading import LoadedSettings
+from starter.observability import Observability
 from starter.resolve import ResolvedListener, resolve_listeners
 from starter.settings import ApplicationSettings
 
@@ -65,12 +67,18 @@ class ListenersApplication:
         self._plan: Plan | None = None
         self._stores: IdempotencyStores | None = None
         self._guards: list[IdempotencyGuard] = []
+        self._observability: Observability | None = None
         self._started = False
 
     @property
     def settings(self) -> ApplicationSettings:
         assert self._plan is not None, "start() first"
         return self._plan.loaded.settings
+
+    @property
+    def server_port(self) -> int | None:
+        """The port of the HTTP endpoints (``listeners.server.port``, or the one picked for 0)."""
+        return self._observability.server_port if self._observability is not None else None
 
     def listener(self, listener_id: str) -> ListenerContainer:
         """The running container of ``listener_id``."""
@@ -88,6 +96,10 @@ class ListenersApplication:
             for note in resolved.notes:
                 log.warning("listener %s: %s", resolved.listener_id, note)
         try:
+            self._observability = Observability(
+                self.container, self.settings, lambda: self.listeners.values(), lambda: self._started
+            )
+            await self._observability.start()
             registry: TransportRegistry = self.container.transports()
             for kind in sorted({resolved.endpoint.kind for resolved in self._plan.listeners}):
                 await self._connect(registry, kind)
@@ -131,6 +143,9 @@ class ListenersApplication:
         if self._stores is not None:
             await _logged("closing the idempotency stores", self._stores.close())
             self._stores = None
+        if self._observability is not None:
+            await _logged("stopping the metrics and endpoints", self._observability.close())
+            self._observability = None
         if self._plan is not None:  # settings loaded, so the providers below can be built
             await _logged("closing the transports", self.container.transports().close())
             await _logged("flushing spans", _flushed(self.container.tracer_provider()))
@@ -244,10 +259,19 @@ class ListenersApplication:
         )
         tracing = self.container.message_tracing()
         steps: list[Interceptor] = [tracing] if tracing is not None else []
+        metrics = self.container.message_metrics()
+        if metrics is not None:
+            steps.append(metrics.process_step(resolved.endpoint))
+        steps += message_log_steps(self.settings.listeners.logging)  # after tracing: lines carry trace ids
         pipeline = build_pipeline([*steps, *user_interceptors], invoker)
         registry: TransportRegistry = self.container.transports()
         listener = ListenerContainer(
-            resolved.endpoint, pipeline, registry.get(spec.kind), clock, on_error=error_handler.decide
+            resolved.endpoint,
+            pipeline,
+            registry.get(spec.kind),
+            clock,
+            on_error=error_handler.decide,
+            lookahead=invoker.lookahead,
         )
         return resolved, listener
 

@@ -54,10 +54,40 @@ class TracingSettings(Section):
     link: bool = False
 
 
+class MetricsSettings(Section):
+    """``listeners.metrics``: OpenTelemetry metrics of handled and sent messages, listener counters and
+    consumer lag.
+
+    Off (the default) costs nothing: no instruments, no pipeline step. On, the metrics go to the
+    ``/metrics`` endpoint when ``listeners.server.port`` is set (needs the ``prometheus`` extra), and
+    to an SDK MeterProvider the application installed itself, which is then used as it is.
+    ``lag_interval``: how often RabbitMQ queue depths are read (a passive queue declare per listener).
+    ``service_name``: the ``service.name`` of a provider made here.
+    """
+
+    enabled: bool = False
+    lag_interval: Duration = 5.0
+    service_name: str | None = None
+
+
+class ServerSettings(Section):
+    """``listeners.server``: the HTTP endpoints ``/health/live``, ``/health/ready`` and ``/metrics``.
+
+    ``port``: null (the default) runs no server; 0 picks a free port (tests).
+    """
+
+    port: int | None = Field(default=None, ge=0, le=65535)
+    host: str = "0.0.0.0"
+
+
 class LoggingSettings(Section):
-    """``listeners.logging``."""
+    """``listeners.logging``: ``format`` ``text`` or ``json`` (one object per line) of ``listeners run``'s
+    log lines, each with the trace and span id of the current span; ``per_message``: one INFO line per
+    handled message (off by default: it costs throughput)."""
 
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    format: Literal["text", "json"] = "text"
+    per_message: bool = False
 
 
 class ListenersSettings(Section):
@@ -72,6 +102,8 @@ class ListenersSettings(Section):
     executor: ExecutorSettings = ExecutorSettings()
     idempotency: IdempotencySettings = IdempotencySettings()
     tracing: TracingSettings = TracingSettings()
+    metrics: MetricsSettings = MetricsSettings()
+    server: ServerSettings = ServerSettings()
     logging: LoggingSettings = LoggingSettings()
 
 
