@@ -32,6 +32,7 @@ from listeners.runtime.forwarding import Forwarder
 from listeners.runtime.invoker import Invoker
 from listeners.runtime.parameters import ParameterPlan, plan_parameters
 from listeners.runtime.pipeline import Interceptor, build_pipeline
+from listeners.runtime.stats import ListenerStats
 from listeners.spec import ListenerOptions, Retry, TransportKind
 from listeners.tracing.setup import shutdown_owned
 from listeners.transport.registry import TransportRegistry
@@ -182,7 +183,9 @@ class ListenersApplication:
                     f"listener {resolved.listener_id}: cannot start the {kind} idempotency store: {error}"
                 ) from error
 
-    async def _guard(self, resolved: ResolvedListener, parameters: ParameterPlan) -> IdempotencyGuard | None:
+    async def _guard(
+        self, resolved: ResolvedListener, parameters: ParameterPlan, stats: ListenerStats
+    ) -> IdempotencyGuard | None:
         declared = resolved.declaration.spec.idempotency_key
         options = resolved.endpoint.options.idempotency
         where = f"listener {resolved.listener_id}"
@@ -207,7 +210,7 @@ class ListenersApplication:
                                    f"(postgres), not {kind}")  # fmt: skip
             transactions = cast(TransactionalStore, store)
         key = key_reader(resolved.listener_id, declared)
-        guard = IdempotencyGuard(resolved.listener_id, store, options, key, transactions)
+        guard = IdempotencyGuard(resolved.listener_id, store, options, key, transactions, stats)
         self._guards.append(guard)
         return guard
 
@@ -242,6 +245,7 @@ class ListenersApplication:
             )
         codec: Codec = self.container.codec()
         declared_key = spec.idempotency_key
+        stats = ListenerStats()
         invoker = Invoker(
             listener_id=resolved.listener_id,
             handler=handler,
@@ -249,7 +253,7 @@ class ListenersApplication:
             codec=codec,
             executor=self.container.executor(),
             forward=forward,
-            guard=await self._guard(resolved, parameters),
+            guard=await self._guard(resolved, parameters, stats),
             key_needs_payload=declared_key is not None and needs_payload(declared_key),
         )
         user_interceptors: list[Interceptor] = list(self.container.interceptors())
@@ -272,6 +276,7 @@ class ListenersApplication:
             clock,
             on_error=error_handler.decide,
             lookahead=invoker.lookahead,
+            stats=stats,
         )
         return resolved, listener
 

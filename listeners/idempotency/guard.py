@@ -53,6 +53,7 @@ from listeners.idempotency.store import (
 from listeners.message import Message
 from listeners.outcome import Ack, Defer, Outcome
 from listeners.retry.backoff import BackOffPolicy
+from listeners.runtime.stats import ListenerStats
 from listeners.spec import Backoff, Idempotency
 
 log = logging.getLogger("listeners.idempotency")
@@ -93,6 +94,7 @@ class IdempotencyGuard:
         options: Idempotency,
         key: KeyReader,
         transactions: TransactionalStore | None = None,
+        stats: ListenerStats | None = None,
     ) -> None:
         self._listener_id = listener_id
         self._store = store
@@ -102,6 +104,7 @@ class IdempotencyGuard:
         self._ttl = options.ttl
         self._fail_open = options.on_store_error == "fail_open"
         self._store_failures = 0
+        self._stats = stats or ListenerStats()  # the listener's, when given: counts store errors
         self._leases = LeaseKeeper(store, listener_id, options.lease)
         self._batching = store if transactions is None and isinstance(store, BatchingStore) else None
         self._early: dict[int, EarlyClaim] = {}  # by id(message); the entry keeps its message alive
@@ -329,6 +332,7 @@ class IdempotencyGuard:
         except Exception as error:
             if entered:  # the handler failed (rolled back) or the commit did: an attempt that failed
                 raise
+            self._stats.store_errors += 1
             return self._wait_for_store(message, error)
 
     def _in_progress(self, key: str, retry_after: float | None) -> Defer:
@@ -338,6 +342,7 @@ class IdempotencyGuard:
     async def _store_unavailable(
         self, message: Message, key: str, error: Exception, handle: Handle
     ) -> Outcome:
+        self._stats.store_errors += 1
         if self._fail_open:
             log.warning(
                 "listener %s: idempotency store failed (%s: %s); handling %s (key %r) WITHOUT a claim "

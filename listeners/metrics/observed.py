@@ -31,6 +31,7 @@ COUNTERS: tuple[tuple[str, str, str], ...] = (
     (names.DEAD_LETTERS, "dead_lettered", "Messages sent to the dead-letter destination."),
     (names.DUPLICATES_SKIPPED, "duplicates_skipped", "Duplicates acknowledged without handling them."),
     (names.DISCARDED, "discarded", "Failed messages acknowledged without a dead letter."),
+    (names.STORE_ERRORS, "store_errors", "Idempotency store calls that failed (deferred or handled open)."),
     (names.RELEASED, "released", "Messages given back to the broker unsettled (e.g. on stop)."),
 )
 """``(instrument, ListenerStats field, description)`` of the observable counters."""

@@ -54,6 +54,7 @@ class ListenerContainer:
     dead-lettered. The starter passes the listener's :class:`~listeners.retry.interceptor.ErrorHandler`
     here rather than as the outermost interceptor: same behaviour, one coroutine less per message.
     ``lookahead`` is told of every accepted message and of every one released before its turn.
+    ``stats``: the listener's counters, when others (the idempotency guard) count into them too.
     """
 
     def __init__(
@@ -66,9 +67,10 @@ class ListenerContainer:
         on_error: ErrorPolicy | None = None,
         settle_backoff: BackOffPolicy = SETTLE_BACKOFF,
         lookahead: Lookahead | None = None,
+        stats: ListenerStats | None = None,
     ) -> None:
         self.endpoint = endpoint
-        self.stats = ListenerStats()
+        self.stats = stats or ListenerStats()
         self.state: State = "created"
         self._pipeline = pipeline
         self._on_error = on_error or self._dead_letter_unexpected

@@ -11,7 +11,8 @@ from listeners.outcome import Ack, DeadLetter, Outcome, Release, Retry
 class ListenerStats:
     """What a listener did since it started.
 
-    ``failed`` counts failed attempts (each retry and each dead letter follows one).
+    ``failed`` counts failed attempts (each retry and each dead letter follows one);
+    ``store_errors`` the idempotency store calls that failed (each deferral or fail-open handling).
     """
 
     processed: int = 0
@@ -21,6 +22,7 @@ class ListenerStats:
     duplicates_skipped: int = 0
     discarded: int = 0
     released: int = 0
+    store_errors: int = 0
 
     def record(self, outcome: Outcome) -> None:
         """Count one outcome the listener container acted on."""

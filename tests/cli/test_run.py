@@ -12,7 +12,7 @@ from tests.cli.helpers import REPO_ROOT, StartCli, app_options, wait_until
 
 SUMMARY = (
     r"listener {id} stopped: processed=(?P<processed>\d+) failed=(?P<failed>\d+) retried=\d+ "
-    r"dead_lettered=\d+ duplicates_skipped=\d+ discarded=\d+ released=(?P<released>\d+)$"
+    r"dead_lettered=\d+ duplicates_skipped=\d+ discarded=\d+ released=(?P<released>\d+) store_errors=\d+$"
 )
 STOPPING = r"listeners: {signal} received: stopping \(send it again to exit at once\)$"
 

@@ -192,6 +192,7 @@ class IdempotencySuite(TransportConfig):
             await self.publish(app, source, Payment(payment_id="p-c"))
             await app.wait_for(lambda: store.refused >= 2, timeout=30)  # tried again after a back-off
             assert Handlers.handled == [], "fail closed: nothing is handled without the store"
+            assert app.stats("idem-closed").store_errors >= 1
             store.down.clear()
             await app.wait_for(lambda: Handlers.handled == ["p-c"], timeout=10)
             await self.publish(app, source, Payment(payment_id="p-c"))
@@ -216,3 +217,4 @@ class IdempotencySuite(TransportConfig):
             await self.publish(app, source, Payment(payment_id="p-o"))
             await app.wait_for(lambda: len(Handlers.handled) == 2, timeout=30)
         assert Handlers.handled == ["p-o", "p-o"], "fail open: duplicates run while the store is down"
+        assert app.stats("idem-open").store_errors == 2
