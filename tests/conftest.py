@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 
+import aio_pika
 import pytest
 
 from tests.support.brokers import KafkaBroker, kafka_broker
@@ -45,3 +46,18 @@ def postgres() -> str:
     dsn = postgres_dsn()
     check_store_reachable("PostgreSQL", dsn, 5432, "'scripts/services.sh'", POSTGRES_ENV)
     return dsn
+
+
+@pytest.fixture
+async def cleanup(rabbit: str) -> AsyncIterator[list[str]]:
+    """Queue names to delete after the test: delay-tier and delayed-publish queues are not named like
+    the tests' unique names, which the run's cleanup knows."""
+    names: list[str] = []
+    yield names
+    connection = await aio_pika.connect(rabbit)
+    try:
+        channel = await connection.channel()
+        for name in names:
+            await channel.queue_delete(name)
+    finally:
+        await connection.close()

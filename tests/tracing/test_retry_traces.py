@@ -5,9 +5,6 @@ attempt that failed."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
-import aio_pika
 import pytest
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -83,29 +80,16 @@ async def test_kafka_retry_topics_and_the_dead_letter_topic_are_one_trace(
     assert dict(dead.attributes or {})["messaging.kafka.message.key"] == "k-9"
 
 
-@pytest.fixture
-async def tier_queues(rabbit: str) -> AsyncIterator[list[str]]:
-    names: list[str] = []
-    yield names
-    connection = await aio_pika.connect(rabbit)
-    try:
-        channel = await connection.channel()
-        for name in names:
-            await channel.queue_delete(name)
-    finally:
-        await connection.close()
-
-
 class Down(Exception):
     pass
 
 
 @pytest.mark.rabbit
 async def test_rabbitmq_delay_tiers_and_the_dead_letter_queue_are_one_trace(
-    rabbit: str, exporter: InMemorySpanExporter, tier_queues: list[str]
+    rabbit: str, exporter: InMemorySpanExporter, cleanup: list[str]
 ) -> None:
     queue = unique("tr-tiers")
-    tier_queues.append(f"{queue}.retry.100")
+    cleanup.append(f"{queue}.retry.100")
 
     class Broken:
         @rabbit_listener(queue, id="broken", retry=non_blocking(3, 0.1))
