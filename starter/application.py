@@ -277,6 +277,7 @@ class ListenersApplication:
             on_error=error_handler.decide,
             lookahead=invoker.lookahead,
             stats=stats,
+            direct=invoker.direct if pipeline is invoker else None,
         )
         return resolved, listener
 

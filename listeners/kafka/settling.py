@@ -28,8 +28,8 @@ if TYPE_CHECKING:
 
 
 class RecordSettler:
-    """The Settler of one consumer's deliveries; a delivery's handle is ``(HeldPartition, offset)``,
-    or ``(HeldPartition, offsets)`` for a batch listener."""
+    """The Settler of one consumer's deliveries; a delivery's handle is the
+    :class:`~listeners.kafka.commits.HeldPartition` its records (the message's offsets) came from."""
 
     def __init__(
         self,
@@ -47,15 +47,15 @@ class RecordSettler:
         """Records marked finished since the consumer's last commit; the consumer resets it."""
 
     def ack_now(self, delivery: Delivery) -> bool:
-        state: HeldPartition
-        state, offsets = delivery.handle
+        state: HeldPartition = delivery.handle
         if state.active:
             if self._batch:
-                for offset in offsets:
-                    state.offsets.finish(offset)
-                self.finished_since_commit += len(offsets)
+                records = delivery.message.records
+                for record in records:
+                    state.offsets.finish(record.offset)  # type: ignore[arg-type]  # set on every record
+                self.finished_since_commit += len(records)
             else:
-                state.offsets.finish(offsets)
+                state.offsets.finish(delivery.record.offset)  # type: ignore[attr-defined]  # a RecordDelivery
                 self.finished_since_commit += 1
         return True
 
@@ -63,7 +63,7 @@ class RecordSettler:
         self.ack_now(delivery)
 
     async def release(self, delivery: Delivery) -> None:
-        self._read_again(delivery.handle[0])
+        self._read_again(delivery.handle)
 
     async def dead_letter(self, delivery: Delivery, error: BaseException) -> None:
         envelopes = []

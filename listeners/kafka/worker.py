@@ -32,6 +32,7 @@ from aiokafka.structs import ConsumerRecord
 from listeners.kafka.commits import HeldPartition, commit_fetched, commit_finished
 from listeners.kafka.config import KafkaConfig
 from listeners.kafka.delay import record_topic
+from listeners.kafka.deliveries import RecordDelivery
 from listeners.kafka.errors import translate
 from listeners.kafka.pause_until_due import PauseUntilDue
 from listeners.kafka.settling import RecordSettler
@@ -211,31 +212,53 @@ class ConsumerWorker(ConsumerRebalanceListener):  # type: ignore[misc]
             while self._backlog and self._sink.has_capacity():
                 await self._hand_out_batch()
             return
-        topics, settler, wait_until_due = self._topics, self._settler, self._paused_until_due.wait_until_due
-        backlog, offer, message_of = self._backlog, self._sink.offer, topics.message
+        topics, settler, sink = self._topics, self._settler, self._sink
+        backlog, message_of = self._backlog, topics.message
         while backlog:
             run = backlog[0]
             records = run.records
             state = self._hold(run.tp, records[run.next].offset)
-            if state is not None:  # else revoked while waiting: dropped, uncommitted
-                start = state.offsets.start
-                delayed = topics.is_delayed(run.tp.topic)
-                build = topics.delayed_message if run.tp.topic in topics.delay_sources else message_of
-                for index in range(run.next, len(records)):
-                    record = records[index]
-                    offset = record.offset
-                    message = build(record)
-                    if delayed and wait_until_due(run.tp, message):
-                        backlog = self._drop_runs_of((run.tp,))  # the partition waits from this record on
-                        break
-                    if not offer(Delivery(message, settler, (state, offset))):
-                        run.next = index
-                        return  # at the bound, or stopping: the rest waits, unstarted and uncommitted
-                    start(offset)
-                else:
-                    backlog.popleft()
+            if state is None:  # revoked while waiting: dropped, uncommitted
+                backlog.popleft()
                 continue
+            if topics.is_delayed(run.tp.topic):
+                if not self._hand_out_delayed(run, state):
+                    return
+                backlog = self._backlog  # the partition may wait from a record on: its runs are gone
+                continue
+            room = sink.room()
+            if room <= 0:
+                return  # at the bound, or stopping: the rest waits, unstarted and uncommitted
+            first = run.next
+            end = min(len(records), first + room)
+            # A whole run at once: offsets, capacity and the lane hand-off are counted once per run.
+            deliveries = [RecordDelivery(record, message_of, settler, state) for record in records[first:end]]
+            taken = sink.offer_run(deliveries)
+            if taken:
+                state.offsets.start_run([record.offset for record in records[first : first + taken]])
+            run.next = first + taken
+            if run.next < len(records):
+                return
             backlog.popleft()
+
+    def _hand_out_delayed(self, run: _Run, state: HeldPartition) -> bool:
+        """Records of a retry or delay topic, one by one up to the first not yet due (its partition then
+        waits, paused, and its runs leave the backlog); False when the listener has no room."""
+        topics, wait_until_due = self._topics, self._paused_until_due.wait_until_due
+        build = topics.delayed_message if run.tp.topic in topics.delay_sources else topics.message
+        records = run.records
+        for index in range(run.next, len(records)):
+            record = records[index]
+            message = build(record)
+            if wait_until_due(run.tp, message):
+                self._drop_runs_of((run.tp,))
+                return True
+            if not self._sink.offer_run((RecordDelivery(record, build, self._settler, state, message),)):
+                run.next = index
+                return False
+            state.offsets.start(record.offset)
+        self._backlog.popleft()
+        return True
 
     async def _hand_out_batch(self) -> None:
         """A batch listener gets the waiting records of one partition from one poll as one delivery."""
@@ -258,7 +281,7 @@ class ConsumerWorker(ConsumerRebalanceListener):  # type: ignore[misc]
         for record in records:
             state.offsets.start(record.offset)
         message = batch_message(messages)
-        await self._sink.submit(Delivery(message, self._settler, (state, tuple(r.offset for r in records))))
+        await self._sink.submit(Delivery(message, self._settler, state))
 
     def _hold(self, tp: TopicPartition, offset: int) -> HeldPartition | None:
         if tp not in self._assigned:

@@ -14,14 +14,14 @@ import asyncio
 import contextlib
 import logging
 from collections import deque
-from collections.abc import Awaitable, Callable, Hashable
+from collections.abc import Awaitable, Callable, Hashable, Iterable, Sequence
 from typing import Literal, Protocol
 
 from listeners.clock import Clock
 from listeners.message import Message
 from listeners.outcome import ACK, Ack, DeadLetter, Defer, Outcome, Release, Retry
 from listeners.retry.backoff import BackOffPolicy
-from listeners.runtime.pipeline import Handler
+from listeners.runtime.pipeline import DirectCall, Handler
 from listeners.runtime.stats import ListenerStats
 from listeners.spec import Ordering
 from listeners.transport.base import Delivery, Endpoint, Subscription, Transport
@@ -55,6 +55,8 @@ class ListenerContainer:
     here rather than as the outermost interceptor: same behaviour, one coroutine less per message.
     ``lookahead`` is told of every accepted message and of every one released before its turn.
     ``stats``: the listener's counters, when others (the idempotency guard) count into them too.
+    ``direct``: the pipeline's two parts when it only awaits the handler with the payload (see
+    :data:`~listeners.runtime.pipeline.DirectCall`); the container then calls them itself.
     """
 
     def __init__(
@@ -68,11 +70,13 @@ class ListenerContainer:
         settle_backoff: BackOffPolicy = SETTLE_BACKOFF,
         lookahead: Lookahead | None = None,
         stats: ListenerStats | None = None,
+        direct: DirectCall | None = None,
     ) -> None:
         self.endpoint = endpoint
         self.stats = stats or ListenerStats()
         self.state: State = "created"
         self._pipeline = pipeline
+        self._direct = direct
         self._on_error = on_error or self._dead_letter_unexpected
         self._transport = transport
         self._clock = clock
@@ -91,6 +95,7 @@ class ListenerContainer:
         self._tasks: set[asyncio.Task[None]] = set()
         self._space = asyncio.Event()
         self._space.set()
+        self._space_awaited = False  # _space is clear and someone waits on it
         # Waiters at the bound wake once a quarter of it is free, not at every finished message: the
         # fetch loop then hands out in bursts instead of switching tasks once per message.
         self._resume_at = self._capacity - max(1, self._capacity // 4)
@@ -161,15 +166,13 @@ class ListenerContainer:
     async def wait_capacity(self, timeout: float) -> bool:
         if self.has_capacity() or self._stopping.is_set():
             return self.has_capacity()
-        self._space.clear()
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._space.wait(), timeout)
+            await asyncio.wait_for(self._await_space(), timeout)
         return self.has_capacity()
 
     async def submit(self, delivery: Delivery) -> None:
         while len(self._pending) >= self._capacity and not self._stopping.is_set():
-            self._space.clear()
-            await self._space.wait()
+            await self._await_space()
         if self._stopping.is_set():
             await self._release(delivery, "listener stopping")
             return
@@ -181,13 +184,49 @@ class ListenerContainer:
         self._accept(delivery)
         return True
 
+    def room(self) -> int:
+        if self._stop_requested:
+            return 0
+        return max(0, self._capacity - len(self._pending))
+
+    def offer_run(self, deliveries: Sequence[Delivery]) -> int:
+        """Accept the first ``room()`` of ``deliveries`` (one partition's, in order) in one go: under
+        ``ordering: partition`` they join their lane together, so the bookkeeping is paid once per run."""
+        room = self.room()
+        if room < len(deliveries):
+            deliveries = deliveries[:room]
+        if not deliveries:
+            return 0
+        self._pending.update(dict.fromkeys(deliveries))
+        lookahead = self._lookahead
+        if lookahead is not None:
+            for delivery in deliveries:
+                lookahead.expect(delivery.message)
+        if self._ordering != "partition":
+            for delivery in deliveries:
+                self._route(delivery)
+            return len(deliveries)
+        first = deliveries[0].message
+        key = (first.destination, first.partition)
+        lane = self._lanes.get(key)
+        if lane is not None:
+            lane.waiting.extend(deliveries)
+        else:
+            lane = self._lanes[key] = _Lane(deliveries)
+            self._spawn_lane(key, lane)
+        return len(deliveries)
+
     def _accept(self, delivery: Delivery) -> None:
         self._pending[delivery] = None
         if self._lookahead is not None:
             self._lookahead.expect(delivery.message)
+        self._route(delivery)
+
+    def _route(self, delivery: Delivery) -> None:
+        """Put an accepted delivery in its ordering lane (a new lane task if none waits)."""
         ordering = self._ordering
         if ordering == "none":
-            self._spawn_lane(None, _Lane(delivery))
+            self._spawn_lane(None, _Lane((delivery,)))
             return
         message = delivery.message
         if ordering == "partition":
@@ -198,7 +237,7 @@ class ListenerContainer:
         if lane is not None:
             lane.waiting.append(delivery)
             return
-        lane = self._lanes[key] = _Lane(delivery)
+        lane = self._lanes[key] = _Lane((delivery,))
         self._spawn_lane(key, lane)
 
     async def drain(self, matches: Callable[[Message], bool], timeout: float) -> bool:
@@ -252,20 +291,28 @@ class ListenerContainer:
         The common outcome (handled, acknowledged without a broker round trip) is settled inline:
         this loop is every message's path, so it costs no coroutine of its own.
         """
-        waiting, pipeline, stats = lane.waiting, self._pipeline, self.stats
+        waiting, pipeline, stats, at_most_once = lane.waiting, self._pipeline, self.stats, self._at_most_once
+        direct = self._direct
         try:
             while waiting and not self._stop_requested:
                 delivery = lane.current = waiting.popleft()
-                if self._at_most_once:
+                if at_most_once:
                     await self._handle_at_most_once(delivery)
                     continue
-                message = delivery.message
                 try:
-                    outcome = await pipeline(message)
+                    if direct is None:
+                        outcome = await pipeline(delivery.message)
+                    else:  # the pipeline in parts: no coroutine of its own, no Message unless it fails
+                        try:
+                            payload = direct.decode(delivery.body)
+                        except Exception as error:
+                            raise direct.decode_failed(delivery.message, error) from error
+                        await direct.handler(payload)
+                        outcome = ACK
                 except asyncio.CancelledError:
                     raise
                 except Exception as error:
-                    outcome = self._on_error(message, error)
+                    outcome = self._on_error(delivery.message, error)
                 if outcome is ACK and delivery.settler.ack_now(delivery):
                     stats.processed += 1
                     self._finish(delivery)
@@ -415,10 +462,17 @@ class ListenerContainer:
     def _finish(self, delivery: Delivery) -> None:
         pending = self._pending
         pending.pop(delivery, None)
-        if len(pending) <= self._resume_at and not self._space.is_set():
+        if self._space_awaited and len(pending) <= self._resume_at:
+            self._space_awaited = False
             self._space.set()
         if self._draining:
             self._changed.set()
+
+    def _await_space(self) -> Awaitable[bool]:
+        """Wait until a quarter of the bound is free (cleared now, before the caller yields)."""
+        self._space.clear()
+        self._space_awaited = True
+        return self._space.wait()
 
     async def _release(self, delivery: Delivery, reason: str) -> None:
         if self._lookahead is not None:
@@ -454,8 +508,8 @@ class _Lane:
 
     __slots__ = ("current", "waiting")
 
-    def __init__(self, first: Delivery) -> None:
-        self.waiting = deque((first,))
+    def __init__(self, deliveries: Iterable[Delivery]) -> None:
+        self.waiting = deque(deliveries)
         self.current: Delivery | None = None
 
 

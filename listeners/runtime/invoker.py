@@ -19,6 +19,7 @@ from listeners.idempotency.store import StoreTransaction
 from listeners.message import Message
 from listeners.outcome import ACK, Outcome
 from listeners.runtime.parameters import HeaderParameter, ParameterPlan
+from listeners.runtime.pipeline import DirectCall
 
 Forward = Callable[[Any, Message], Awaitable[None]]
 ArgumentBuilder = Callable[[Message], Any]
@@ -102,6 +103,20 @@ class Invoker:
         else:
             payload = self._key_payload(message) if self._key_payload is not None else None
         return await guard.run(message, payload, functools.partial(self._call, message, arguments))
+
+    @property
+    def direct(self) -> DirectCall | None:
+        """The handler call in parts when handling a message is nothing more than awaiting the async
+        handler with its decoded payload (no other parameters, no forward, no guard): the listener
+        container then calls them itself, one coroutine less per message. None otherwise."""
+        if self._decode_only is None or self._forward is not None:
+            return None
+        listener_id, payload_type = self._listener_id, self._payload_type
+
+        def decode_failed(message: Message, error: Exception) -> Exception:
+            return _decode_error(listener_id, payload_type, message, error)
+
+        return DirectCall(self._decode_only, self._handler, decode_failed)
 
     @property
     def lookahead(self) -> Invoker | None:

@@ -32,6 +32,16 @@ class PartitionOffsets:
             self.committable = max(self.committable, offset)
         self._started.append(offset)
 
+    def start_run(self, offsets: list[int]) -> None:
+        """:meth:`start` for increasing ``offsets`` of one fetch (the broker returns a partition's records
+        in order, so only the run's ends are checked)."""
+        if not offsets:
+            return
+        if offsets[-1] < offsets[0]:
+            raise ValueError(f"offsets {offsets[0]}..{offsets[-1]} started out of order")
+        self.start(offsets[0])
+        self._started.extend(offsets[1:])
+
     def finish(self, offset: int) -> bool:
         """Record that ``offset`` is finished; True if :attr:`committable` moved."""
         started = self._started

@@ -10,13 +10,27 @@ handling is always the outermost step without costing a layer of its own.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Protocol
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 from listeners.message import Message
 from listeners.outcome import Outcome
 
 Handler = Callable[[Message], Awaitable[Outcome]]
 """The rest of the pipeline, from a given step inward."""
+
+
+@dataclass(frozen=True, slots=True)
+class DirectCall:
+    """A pipeline that only awaits the handler with the decoded body, in parts, so that the listener
+    container can run it without a coroutine of its own (and without a Message, when the transport's
+    delivery has the body before it builds one). Its outcome is :data:`~listeners.outcome.ACK` once
+    the handler returns."""
+
+    decode: Callable[[bytes], Any]
+    handler: Callable[[Any], Awaitable[Any]]
+    decode_failed: Callable[[Message, Exception], Exception]
+    """The error to raise when ``decode`` fails (a :class:`~listeners.exceptions.MessageDecodeError`)."""
 
 
 class Interceptor(Protocol):

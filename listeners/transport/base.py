@@ -9,7 +9,7 @@ transport knows what those mean on its broker.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -127,6 +127,11 @@ class Delivery:
         self.settler = settler
         self.handle = handle
 
+    @property
+    def body(self) -> bytes:
+        """The message's body (a transport's delivery may hold it before its :class:`Message` exists)."""
+        return self.message.body
+
 
 class DeliverySink(Protocol):
     """Where a subscription puts deliveries: the listener container, which bounds in-flight work."""
@@ -141,6 +146,15 @@ class DeliverySink(Protocol):
 
     def offer(self, delivery: Delivery) -> bool:
         """Accept a delivery if there is room, without waiting; False (nothing taken) at the bound."""
+        ...
+
+    def room(self) -> int:
+        """How many deliveries :meth:`offer_run` would accept now (0 while stopping)."""
+        ...
+
+    def offer_run(self, deliveries: Sequence[Delivery]) -> int:
+        """Accept deliveries of one partition, in order, as far as there is room (none are waited for);
+        returns how many were taken, always a prefix of ``deliveries``."""
         ...
 
     async def wait_capacity(self, timeout: float) -> bool:

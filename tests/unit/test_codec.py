@@ -61,6 +61,21 @@ def test_model_decoding_validates_and_coerces_like_pydantic(codec: JsonCodec) ->
     assert codec.decoder_for(Order)(b'{"id": "7", "item": "book"}').id == 7
 
 
+def test_a_model_completed_after_its_decoder_was_made_still_decodes(codec: JsonCodec) -> None:
+    class Basket(BaseModel):
+        lines: list[Line]  # type: ignore[name-defined]  # defined below, as in a module declared out of order
+
+    decode = codec.decoder_for(Basket)
+
+    class Line(BaseModel):
+        sku: str
+
+    Basket.model_rebuild(_types_namespace={"Line": Line})
+    assert decode(b'{"lines": [{"sku": "a"}]}') == Basket(lines=[Line(sku="a")])
+    with pytest.raises(ValidationError):
+        decode(b'{"lines": [{}]}')
+
+
 def test_decodes_a_dataclass(codec: JsonCodec) -> None:
     shipment = codec.decoder_for(Shipment)(b'{"order_id": 3, "tags": ["fragile", "gift"]}')
 
