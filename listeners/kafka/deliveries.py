@@ -32,6 +32,7 @@ class RecordDelivery(Delivery):
         message: Message | None = None,
     ) -> None:
         self.record = record
+        self.body = record.value or b""
         self._build = build
         self._message = message
         self.settler = settler
@@ -47,7 +48,3 @@ class RecordDelivery(Delivery):
     @message.setter
     def message(self, message: Message) -> None:
         self._message = message
-
-    @property
-    def body(self) -> bytes:
-        return self.record.value or b""

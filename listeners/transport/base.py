@@ -120,17 +120,14 @@ class Settler(Protocol):
 class Delivery:
     """One message handed to a listener, with the means to settle it. ``handle`` is transport-private."""
 
-    __slots__ = ("handle", "message", "settler")
+    __slots__ = ("body", "handle", "message", "settler")
 
     def __init__(self, message: Message, settler: Settler, handle: Any = None) -> None:
         self.message = message
+        self.body = message.body
+        """The message's body (a transport's delivery may hold it before its :class:`Message` exists)."""
         self.settler = settler
         self.handle = handle
-
-    @property
-    def body(self) -> bytes:
-        """The message's body (a transport's delivery may hold it before its :class:`Message` exists)."""
-        return self.message.body
 
 
 class DeliverySink(Protocol):

@@ -9,7 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Annotated, Any
 
 import pytest
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 
 from listeners import Header, Headers, Message, MessageDecodeError
 from listeners.codec import JsonCodec
@@ -191,3 +191,48 @@ async def test_forward_failure_fails_the_attempt(executor) -> None:  # type: ign
 
     with pytest.raises(ConnectionError):
         await call(echo, message(b"1"), executor, forward)
+
+
+def invoker_of(handler: Any, executor: ThreadPoolExecutor, forward: Any = None) -> Invoker:
+    return Invoker(
+        listener_id="test",
+        handler=handler,
+        plan=plan_parameters(handler, "test handler"),
+        codec=JsonCodec(),
+        executor=executor,
+        forward=forward,
+    )
+
+
+async def test_a_payload_only_async_handler_is_offered_for_a_direct_call(executor) -> None:  # type: ignore[no-untyped-def]
+    seen: list[Order] = []
+
+    async def handle(order: Order) -> None:
+        seen.append(order)
+
+    direct = invoker_of(handle, executor).direct
+    assert direct is not None
+    await direct.handler(direct.decode(b'{"order_id": "o", "amount": 2}'))
+    assert seen == [Order(order_id="o", amount=2)]
+    with pytest.raises(ValidationError, match="amount") as invalid:
+        direct.decode(b'{"order_id": "o"}')
+    failure = direct.decode_failed(message(b'{"order_id": "o"}'), invalid.value)
+    assert isinstance(failure, MessageDecodeError)
+    assert "listener test" in str(failure)
+    assert "orders[0]@7" in str(failure)
+    assert "as Order" in str(failure)
+
+
+async def test_handlers_needing_more_than_their_payload_get_no_direct_call(executor) -> None:  # type: ignore[no-untyped-def]
+    async def with_message(order: Order, msg: Message) -> None: ...
+
+    def sync(order: Order) -> None: ...
+
+    async def forwarding(order: Order) -> Order:
+        return order
+
+    async def forward(value: Any, msg: Message) -> None: ...
+
+    assert invoker_of(with_message, executor).direct is None
+    assert invoker_of(sync, executor).direct is None
+    assert invoker_of(forwarding, executor, forward=forward).direct is None

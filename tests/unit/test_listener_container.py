@@ -299,3 +299,54 @@ async def test_handled_messages_are_acknowledged_in_lane_order_either_way(immedi
     ack = "ack-now" if immediate else "ack"
     assert events == [f"{step} {offset}" for offset in range(3) for step in ("handle", ack)]
     assert container.stats.processed == 3
+
+
+async def test_a_run_offered_at_once_takes_what_fits_and_is_handled_in_order() -> None:
+    events: list[str] = []
+    settler = RecordingSettler(events, immediate_acks=True)
+    gate = asyncio.Event()
+
+    async def pipeline(message: Message) -> Outcome:
+        await gate.wait()
+        events.append(f"handle {message.offset}")
+        return ACK
+
+    container = await started(pipeline, ManualClock(), max_in_flight=4)
+    assert container.room() == 4
+    run = [delivery(offset, settler) for offset in range(6)]
+
+    assert container.offer_run(run) == 4, "a prefix up to the bound"
+    assert container.room() == 0
+    assert container.offer_run(run[4:]) == 0
+    gate.set()
+    await settled(container)
+    assert container.offer_run(run[4:]) == 2
+    await settled(container)
+    assert events == [f"{step} {offset}" for offset in range(6) for step in ("handle", "ack-now")]
+    await container.stop(1)
+    assert container.room() == 0, "nothing is taken once stopping"
+    assert container.offer_run([delivery(9, settler)]) == 0
+
+
+async def test_runs_of_two_partitions_run_side_by_side_each_in_order() -> None:
+    events: list[str] = []
+    settler = RecordingSettler(events, immediate_acks=True)
+    gates = {0: asyncio.Event(), 1: asyncio.Event()}
+
+    async def pipeline(message: Message) -> Outcome:
+        assert message.partition is not None
+        await gates[message.partition].wait()
+        events.append(f"handle {message.partition}@{message.offset}")
+        return ACK
+
+    container = await started(pipeline, ManualClock())
+    container.offer_run([delivery(offset, settler, partition=0) for offset in range(3)])
+    container.offer_run([delivery(offset, settler, partition=1) for offset in range(3)])
+    gates[1].set()
+    for _ in range(100):
+        await asyncio.sleep(0)
+    assert [event for event in events if event.startswith("handle")] == [f"handle 1@{n}" for n in range(3)]
+    gates[0].set()
+    await settled(container)
+    assert [event for event in events if event.startswith("handle 0")] == [f"handle 0@{n}" for n in range(3)]
+    await container.stop(1)

@@ -175,3 +175,29 @@ def test_finishing_an_out_of_order_offset_twice_still_waits_for_the_gap() -> Non
     assert tracker.committable == 0
     assert tracker.finish(0) is True
     assert tracker.committable == 2
+
+
+def test_a_run_started_at_once_commits_like_offsets_started_one_by_one() -> None:
+    tracker = PartitionOffsets(10)
+    tracker.start_run([12, 13, 15])  # a gap before and inside the run (compaction)
+
+    assert tracker.committable == 12
+    assert tracker.in_flight == 3
+    tracker.finish(13)
+    assert tracker.committable == 12, "13 waits for 12"
+    tracker.finish(12)
+    assert tracker.committable == 14
+    tracker.finish(15)
+    assert tracker.committable == 16
+
+
+def test_a_run_must_follow_what_was_started_and_keep_its_order() -> None:
+    tracker = started(0, 0, 1)
+
+    with pytest.raises(ValueError, match="offset 1 started out of order after 1"):
+        tracker.start_run([1, 2])
+    with pytest.raises(ValueError, match=r"offsets 5\.\.3 started out of order"):
+        tracker.start_run([5, 4, 3])
+    assert tracker.in_flight == 2, "a refused run starts nothing"
+    tracker.start_run([])
+    assert tracker.in_flight == 2
