@@ -18,6 +18,7 @@ from collections.abc import Awaitable, Callable, Hashable, Iterable, Sequence
 from typing import Literal, Protocol
 
 from listeners.clock import Clock
+from listeners.logs.context import message_fields
 from listeners.message import Message
 from listeners.outcome import ACK, Ack, DeadLetter, Defer, Outcome, Release, Retry
 from listeners.retry.backoff import BackOffPolicy
@@ -398,7 +399,13 @@ class ListenerContainer:
             return self._on_error(message, error)
 
     def _dead_letter_unexpected(self, message: Message, error: Exception) -> Outcome:
-        log.error("listener %s: pipeline error for %s", self.listener_id, message.describe(), exc_info=error)
+        log.error(
+            "listener %s: pipeline error for %s",
+            self.listener_id,
+            message.describe(),
+            exc_info=error,
+            extra=message_fields(message),
+        )
         return DeadLetter(error)
 
     async def _settle(self, delivery: Delivery, outcome: Outcome, *, record: bool = True) -> bool:
@@ -420,6 +427,7 @@ class ListenerContainer:
                     delay,
                     type(error).__name__,
                     error,
+                    extra=message_fields(delivery.message),
                 )
                 if not await self._wait(delay):
                     return False
@@ -481,7 +489,11 @@ class ListenerContainer:
             await delivery.settler.release(delivery)
         except Exception as error:  # the broker redelivers unsettled messages anyway
             log.warning(
-                "listener %s: release of %s failed: %s", self.listener_id, delivery.message.describe(), error
+                "listener %s: release of %s failed: %s",
+                self.listener_id,
+                delivery.message.describe(),
+                error,
+                extra=message_fields(delivery.message),
             )
         self.stats.record(Release(reason))
         self._finish(delivery)

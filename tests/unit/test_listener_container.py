@@ -8,6 +8,7 @@ pipeline step that raises, the order of ack and handler in at-most-once mode).
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable
 from typing import Any
 
@@ -152,6 +153,28 @@ async def test_failed_dead_letter_publish_leaves_the_message_unsettled_and_backs
     assert events == ["dead-letter failed 0", "dead-letter failed 0", "dead-letter 0"]
     assert container.stats.dead_lettered == 1
     assert container.in_flight == 0
+    await container.stop(1)
+
+
+async def test_a_failing_settle_is_logged_with_the_messages_listener_destination_partition_and_offset(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    clock = ManualClock()
+    settler = RecordingSettler([], failing_dead_letters=1)
+
+    async def pipeline(message: Message) -> Outcome:
+        return DeadLetter(ValueError("poison"))
+
+    container = await started(pipeline, clock)
+    with caplog.at_level(logging.ERROR, logger="listeners.container"):
+        await container.submit(delivery(5, settler, partition=2))
+        await sleeping(clock)
+    [line] = [record for record in caplog.records if "could not settle" in record.getMessage()]
+    fields = {
+        name: getattr(line, name, None) for name in ("listener_id", "destination", "partition", "offset")
+    }
+    assert fields == {"listener_id": "l", "destination": "t", "partition": 2, "offset": 5}
+    assert getattr(line, "attempt", None) == 1
     await container.stop(1)
 
 
