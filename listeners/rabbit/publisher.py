@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Mapping
+from datetime import UTC, datetime
 from typing import Any
 
 import aio_pika
@@ -21,7 +22,8 @@ class ConfirmedPublisher:
     """Publishes with publisher confirms on; awaits each confirm, pipelines many at once.
 
     ``mandatory`` is always set: a message no queue is bound for comes back and raises
-    :class:`~listeners.exceptions.UnroutableError` instead of vanishing. Messages are persistent.
+    :class:`~listeners.exceptions.UnroutableError` instead of vanishing. Messages are persistent and
+    carry the AMQP ``timestamp`` of their publish (a republished one keeps its original's).
     A channel the broker closed (e.g. publishing to a missing exchange) is replaced on next use.
     """
 
@@ -45,7 +47,8 @@ class ConfirmedPublisher:
             headers=table_from_header_pairs(envelope.headers) or None,
             content_type=envelope.content_type,
             delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-            **(properties or {}),
+            # When it was sent (whole seconds in AMQP): consumers' time-lag metrics read it.
+            **{"timestamp": datetime.now(UTC), **(properties or {})},
         )
         action = f"publish to exchange {envelope.destination!r} with routing key {envelope.routing_key!r}"
         try:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from listeners import rabbit_listener
+from listeners import Message, rabbit_listener
 from listeners.testing import running
 from tests.contract.configs import unique
 from tests.support.apps import app_with
@@ -68,6 +68,25 @@ async def test_competing_consumers_in_two_apps_each_message_once(rabbit: str) ->
     assert one.done
     assert two.done
     assert await queue_state(rabbit, queue) == (0, 0)
+
+
+async def test_published_messages_carry_their_send_time_for_time_lag(rabbit: str, cleanup: list[str]) -> None:
+    queue = unique("stamped")
+    cleanup.append(queue)
+    stamps: list[float | None] = []
+
+    class Stamps:
+        @rabbit_listener(queue, id="stamps")
+        async def handle(self, text: str, message: Message) -> None:
+            stamps.append(message.timestamp)
+
+    async with running(app_with(Stamps()), embedded=False, overrides={"listeners.rabbit.url": rabbit}) as app:
+        before = time.time()
+        await app.rabbit.publish("", queue, "stamped")
+        await app.wait_for(lambda: stamps, timeout=10)
+    [stamp] = stamps
+    assert stamp is not None
+    assert int(before) <= stamp <= time.time(), "AMQP timestamps are whole seconds, never in the future"
 
 
 async def test_prefetch_bounds_the_unacknowledged_messages_of_each_consumer(rabbit: str) -> None:
