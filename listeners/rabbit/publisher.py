@@ -23,7 +23,7 @@ class ConfirmedPublisher:
 
     ``mandatory`` is always set: a message no queue is bound for comes back and raises
     :class:`~listeners.exceptions.UnroutableError` instead of vanishing. Messages are persistent and
-    carry the AMQP ``timestamp`` of their publish (a republished one keeps its original's).
+    carry the AMQP ``timestamp`` of their publish unless ``properties`` bring one.
     A channel the broker closed (e.g. publishing to a missing exchange) is replaced on next use.
     """
 
