@@ -26,6 +26,7 @@ from listeners.idempotency.keys import key_reader, needs_payload
 from listeners.idempotency.registry import IdempotencyStores
 from listeners.idempotency.store import TransactionalStore
 from listeners.logs import message_log_steps
+from listeners.retry.backoff import BackOffPolicy
 from listeners.retry.interceptor import ErrorHandler
 from listeners.runtime.container import ListenerContainer
 from listeners.runtime.forwarding import Forwarder
@@ -57,6 +58,10 @@ def plan(container: Any) -> Plan:
     loaded: LoadedSettings[ApplicationSettings] = container.loaded_settings()
     listeners = resolve_listeners(discover(container), loaded)
     return Plan(loaded, sorted(listeners, key=lambda resolved: resolved.listener_id))
+
+
+BROKER_WAIT_BACKOFF = BackOffPolicy(initial=0.5, multiplier=2.0, maximum=5.0, jitter=0.1)
+"""Between attempts to reach a broker at startup, while ``listeners.broker_wait`` lasts."""
 
 
 class ListenersApplication:
@@ -215,10 +220,28 @@ class ListenersApplication:
         return guard
 
     async def _connect(self, registry: TransportRegistry, kind: TransportKind) -> None:
-        try:
-            await registry.started(kind)
-        except Exception as error:
-            raise StartupError(f"cannot start the {kind} transport: {error}") from error
+        """Start the ``kind`` transport; a broker that cannot be reached fails startup at once, or
+        after ``listeners.broker_wait`` of attempts with back-off (the app is live, not ready, meanwhile)."""
+        wait = self.settings.listeners.broker_wait
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + wait
+        delays = BROKER_WAIT_BACKOFF.execution()
+        while True:
+            try:
+                await registry.started(kind)
+                return
+            except Exception as error:
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    waited = f" (tried for {wait:g}s, listeners.broker_wait)" if wait else ""
+                    raise StartupError(f"cannot start the {kind} transport{waited}: {error}") from error
+                delay = min(next(delays), remaining)
+                log.warning(
+                    "cannot start the %s transport yet, trying again in %.2gs "
+                    "(%.3gs of listeners.broker_wait left): %s",
+                    kind, delay, remaining, error,
+                )  # fmt: skip
+                await asyncio.sleep(delay)
 
     async def _declare(self, registry: TransportRegistry, resolved: ResolvedListener) -> None:
         try:

@@ -99,6 +99,8 @@ class ListenersSettings(Section):
     defaults: ListenerOptions = ListenerOptions()
     listener: dict[str, ListenerOptions] = Field(default_factory=dict)
     shutdown_timeout: Duration = 30.0
+    broker_wait: Duration = 0.0
+    """How long startup keeps trying a broker it cannot reach (then fails); 0 fails at once."""
     executor: ExecutorSettings = ExecutorSettings()
     idempotency: IdempotencySettings = IdempotencySettings()
     tracing: TracingSettings = TracingSettings()
