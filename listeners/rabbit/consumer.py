@@ -94,7 +94,8 @@ class ChannelConsumer:
         channel = await self._connection.channel()
         await channel.set_qos(prefetch_count=self._endpoint.options.prefetch)
         raw = await channel.get_underlay_channel()
-        session = _Session(channel, raw)
+        # Finished deliveries waiting behind a slow one keep at most a quarter of the window.
+        session = _Session(channel, raw, ChannelAcks(straggler_limit=self._endpoint.options.prefetch // 4))
         channel.close_callbacks.add(lambda _channel, error: self._lost(session, error))
 
         async def on_message(message: DeliveredMessage) -> None:
@@ -199,8 +200,11 @@ class ChannelConsumer:
         session: _Session = delivery.handle[0]
         if self._auto_ack:
             return
-        due = session.acks.finished(delivery.handle[1])
+        acks = session.acks
+        due = acks.finished(delivery.handle[1])
         if due is None:
+            for tag in acks.stragglers():
+                await session.raw.basic_ack(tag, multiple=False)
             return
         session.ack_due = max(session.ack_due, due)
         if session.flushing:

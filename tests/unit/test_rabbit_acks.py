@@ -51,3 +51,30 @@ def test_nothing_is_acked_after_the_channel_is_lost() -> None:
     assert acks.finished(1) is None
     assert acks.settled(2) is None
     assert not acks.owns(2)
+
+
+def test_finished_tags_behind_a_stuck_one_are_acked_one_by_one_at_the_limit() -> None:
+    acks = ChannelAcks(straggler_limit=2)
+    for tag in range(1, 7):
+        acks.delivered(tag)
+    assert acks.finished(2) is None
+    assert acks.stragglers() == [], "one finished tag behind the gap waits for the multiple-ack"
+    assert acks.finished(3) is None
+    assert acks.stragglers() == [2, 3], "at the limit they are acked on their own, freeing the window"
+    assert acks.stragglers() == [], "each once"
+    assert not acks.owns(2)
+    assert acks.finished(5) is None
+    assert acks.finished(1) == 1, "the head's multiple-ack covers only what is still outstanding"
+    assert acks.finished(4) == 5, "4 and the finished 5 behind it: one multiple-ack up to 5"
+    assert acks.pending == 1
+    assert acks.finished(6) == 6
+    assert acks.pending == 0
+
+
+def test_no_stragglers_after_the_channel_is_lost() -> None:
+    acks = ChannelAcks(straggler_limit=1)
+    for tag in (1, 2):
+        acks.delivered(tag)
+    assert acks.finished(2) is None
+    acks.close()
+    assert acks.stragglers() == []

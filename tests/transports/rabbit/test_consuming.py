@@ -89,6 +89,36 @@ async def test_published_messages_carry_their_send_time_for_time_lag(rabbit: str
     assert int(before) <= stamp <= time.time(), "AMQP timestamps are whole seconds, never in the future"
 
 
+async def test_a_stuck_handler_does_not_hold_back_the_rest_of_the_prefetch_window(
+    rabbit: str, cleanup: list[str]
+) -> None:
+    queue = unique("stuck-head")
+    cleanup.append(queue)
+    stuck = asyncio.Event()
+    done: list[str] = []
+
+    class Handlers:
+        @rabbit_listener(queue, id="stuck", prefetch=8)
+        async def handle(self, text: str) -> None:
+            if text == "m0":
+                await stuck.wait()
+            done.append(text)
+
+    async with running(
+        app_with(Handlers()), embedded=False, overrides={"listeners.rabbit.url": rabbit}
+    ) as app:
+        for n in range(60):
+            await app.rabbit.publish("", queue, f"m{n}")
+        # Without acks for what finished behind m0, the 8-message window would fill and stay full.
+        await app.wait_for(lambda: len(done) == 59, timeout=20)
+        assert await queue_state(rabbit, queue) == (0, 1), "nothing waits in the queue; one consumer"
+        stuck.set()
+        await app.wait_for(lambda: len(done) == 60, timeout=10)
+        await app.wait_for(lambda: app.stats("stuck").processed == 60, timeout=10)
+    assert sorted(done) == sorted(f"m{n}" for n in range(60))
+    assert await queue_state(rabbit, queue) == (0, 0)
+
+
 async def test_prefetch_bounds_the_unacknowledged_messages_of_each_consumer(rabbit: str) -> None:
     queue = unique("prefetch")
     box = worker(queue, prefetch=4, concurrency=2, ordering="none", max_in_flight=100)
