@@ -91,8 +91,16 @@ def _from_function(listener_id: str, function: Callable[..., Any]) -> KeyReader:
 _MISSING = object()
 
 
+_IS_MAPPING: dict[type, bool] = {}
+"""Whether a payload type is a Mapping, by type: an ABC check on every message costs more than the read."""
+
+
 def _step(value: Any, step: str) -> Any:
-    if isinstance(value, Mapping):
+    kind = type(value)
+    is_mapping = _IS_MAPPING.get(kind)
+    if is_mapping is None:
+        is_mapping = _IS_MAPPING[kind] = isinstance(value, Mapping)
+    if is_mapping:
         return value.get(step, _MISSING)
     return getattr(value, step, _MISSING)
 

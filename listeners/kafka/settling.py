@@ -59,6 +59,11 @@ class RecordSettler:
                 self.finished_since_commit += 1
         return True
 
+    def holds_back_finished(self, delivery: Delivery) -> bool:
+        state: HeldPartition = delivery.handle
+        offset = delivery.message.offset
+        return state.active and offset is not None and state.offsets.finished_after(offset)
+
     async def ack(self, delivery: Delivery) -> None:
         self.ack_now(delivery)
 

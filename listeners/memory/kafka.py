@@ -395,6 +395,10 @@ class _Member:
                 self._group.commit({(state.topic, state.partition): state.offsets.committable})
         return True
 
+    def holds_back_finished(self, delivery: Delivery) -> bool:
+        state: _Partition = delivery.handle[0]
+        return state.active and state.offsets.finished_after(min(delivery.handle[1]))
+
     async def ack(self, delivery: Delivery) -> None:
         self.ack_now(delivery)
 

@@ -177,6 +177,9 @@ class MemoryRabbitSubscription:
         consumer.ack(delivery_tag)
         return True
 
+    def holds_back_finished(self, delivery: Delivery) -> bool:
+        return False  # each delivery is settled on its own
+
     async def ack(self, delivery: Delivery) -> None:
         self.ack_now(delivery)
 

@@ -196,6 +196,9 @@ class ChannelConsumer:
     def ack_now(self, delivery: Delivery) -> bool:
         return False  # acknowledgements are coalesced into one basic.ack per event-loop turn
 
+    def holds_back_finished(self, delivery: Delivery) -> bool:
+        return False  # each delivery is settled on its own
+
     async def ack(self, delivery: Delivery) -> None:
         session: _Session = delivery.handle[0]
         if self._auto_ack:

@@ -103,7 +103,7 @@ class ListenerContainer:
         self._changed = asyncio.Event()  # set by a finish while someone drains
         self._draining = 0
         self._stopping = asyncio.Event()
-        self._stop_requested = False  # mirrors _stopping for the per-message check
+        self._stop_requested = False  # mirrors _stopping for the per-poll check in room()
 
     @property
     def listener_id(self) -> str:
@@ -149,9 +149,11 @@ class ListenerContainer:
         self._stop_requested = True
         self._stopping.set()
         self._space.set()
+        detached = self._detach_releasable(_everything)  # at once: lanes go on only with what must run
         finished = True
         if self._subscription is not None and was_running:
             await self._subscription.stop()
+            await self._release_all(detached, "released before it started")
             finished = await self.drain(_everything, timeout)
             if not finished:
                 await self._abandon()
@@ -242,16 +244,12 @@ class ListenerContainer:
         self._spawn_lane(key, lane)
 
     async def drain(self, matches: Callable[[Message], bool], timeout: float) -> bool:
-        for lane in self._lanes.values():
-            waiting = [delivery for delivery in lane.waiting if matches(delivery.message)]
-            for delivery in waiting:
-                lane.waiting.remove(delivery)
-        started = self._started()
-        for delivery in [d for d in self._pending if d not in started and matches(d.message)]:
-            await self._release(delivery, "released before it started")
+        """Release the matching deliveries that have not started (except those that must run, see
+        :meth:`_detach_releasable`) and wait until no matching delivery is in flight."""
+        await self._release_all(self._detach_releasable(matches), "released before it started")
 
         def settled() -> bool:
-            return not any(matches(delivery.message) for delivery in self._started())
+            return not any(matches(delivery.message) for delivery in self._pending)
 
         deadline = asyncio.get_running_loop().time() + timeout
         self._draining += 1
@@ -266,6 +264,35 @@ class ListenerContainer:
         finally:
             self._draining -= 1
         return True
+
+    def _detach_releasable(self, matches: Callable[[Message], bool]) -> list[Delivery]:
+        """Take the matching deliveries that have not started out of their lanes, in arrival order.
+
+        A record of a log partition stays (and runs) when a later record of its partition has started
+        or finished: offsets are committed only up to the first unfinished one, so releasing it would
+        have that later record, already handled, delivered again (``ordering: key`` or ``none``).
+        """
+        ceilings: dict[tuple[str, int | None], int] = {}  # highest started offset per partition
+        for delivery in self._started():
+            message = delivery.message
+            if message.offset is not None:
+                where = (message.destination, message.partition)
+                ceilings[where] = max(ceilings.get(where, message.offset), message.offset)
+        detached: set[Delivery] = set()
+        for lane in self._running:
+            leaving = [
+                delivery
+                for delivery in lane.waiting
+                if matches(delivery.message) and not _must_run(delivery, ceilings)
+            ]
+            for delivery in leaving:
+                lane.waiting.remove(delivery)
+            detached.update(leaving)
+        return [delivery for delivery in self._pending if delivery in detached]
+
+    async def _release_all(self, deliveries: list[Delivery], reason: str) -> None:
+        for delivery in deliveries:
+            await self._release(delivery, reason)
 
     # processing -----------------------------------------------------------------------------------
 
@@ -295,7 +322,7 @@ class ListenerContainer:
         waiting, pipeline, stats, at_most_once = lane.waiting, self._pipeline, self.stats, self._at_most_once
         direct = self._direct
         try:
-            while waiting and not self._stop_requested:
+            while waiting:  # on stop, what may be released has left ``waiting`` already
                 delivery = lane.current = waiting.popleft()
                 if at_most_once:
                     await self._handle_at_most_once(delivery)
@@ -527,3 +554,15 @@ class _Lane:
 
 def _everything(message: Message) -> bool:
     return True
+
+
+def _must_run(delivery: Delivery, ceilings: dict[tuple[str, int | None], int]) -> bool:
+    """Whether ``delivery`` (not started) must run before its partition can be committed past later
+    records that started (``ceilings``) or finished (its settler knows)."""
+    message = delivery.message
+    if message.offset is None:
+        return False
+    ceiling = ceilings.get((message.destination, message.partition))
+    if ceiling is not None and ceiling > message.offset:
+        return True
+    return delivery.settler.holds_back_finished(delivery)

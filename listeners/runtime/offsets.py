@@ -58,6 +58,10 @@ class PartitionOffsets:
             moved = True
         return moved
 
+    def finished_after(self, offset: int) -> bool:
+        """Whether an offset after ``offset`` finished while ``offset`` (or one before it) has not."""
+        return any(done > offset for done in self._done)
+
     @property
     def in_flight(self) -> int:
         """How many started offsets are not yet committable."""

@@ -103,6 +103,12 @@ class Settler(Protocol):
         must await :meth:`ack` instead."""
         ...
 
+    def holds_back_finished(self, delivery: Delivery) -> bool:
+        """Whether leaving ``delivery`` (not started) unsettled would have deliveries that finished
+        after it delivered again (a log transport commits only up to the first unfinished offset); the
+        container then runs it on stop and revoke rather than releasing it."""
+        ...
+
     async def release(self, delivery: Delivery) -> None:
         """Give it back unsettled so it is delivered again (RabbitMQ requeue; Kafka: do not commit)."""
         ...

@@ -77,6 +77,9 @@ class Settler:
         self.acked: list[int] = []
         self.released: list[int] = []
 
+    def holds_back_finished(self, delivery: Delivery) -> bool:
+        return False
+
     def ack_now(self, delivery: Delivery) -> bool:
         self.acked.append(_offset(delivery))
         return True

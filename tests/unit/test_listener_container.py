@@ -19,6 +19,7 @@ from listeners.message import Headers
 from listeners.outcome import ACK, DeadLetter, Defer, Outcome, Retry
 from listeners.retry.backoff import BackOffPolicy
 from listeners.runtime.container import ListenerContainer
+from listeners.runtime.offsets import PartitionOffsets
 from listeners.spec import ListenerOptions
 from listeners.transport.base import Delivery, DeliverySink, Endpoint, Envelope, PublishReceipt
 
@@ -30,6 +31,9 @@ class RecordingSettler:
         self.events = events
         self.failing_dead_letters = failing_dead_letters
         self.immediate_acks = immediate_acks
+
+    def holds_back_finished(self, delivery: Delivery) -> bool:
+        return False
 
     def ack_now(self, delivery: Delivery) -> bool:
         if self.immediate_acks:
@@ -100,7 +104,7 @@ def delivery(offset: int, settler: RecordingSettler, partition: int = 0) -> Deli
 async def started(
     pipeline: Callable[[Message], Any], clock: ManualClock, **options: Any
 ) -> ListenerContainer:
-    endpoint = Endpoint("l", "kafka", ListenerOptions(topics=("t",), ordering="partition", **options))
+    endpoint = Endpoint("l", "kafka", ListenerOptions(topics=("t",), **{"ordering": "partition", **options}))
     container = ListenerContainer(
         endpoint,
         pipeline,
@@ -373,3 +377,87 @@ async def test_runs_of_two_partitions_run_side_by_side_each_in_order() -> None:
     await settled(container)
     assert [event for event in events if event.startswith("handle 0")] == [f"handle 0@{n}" for n in range(3)]
     await container.stop(1)
+
+
+class LogSettler(RecordingSettler):
+    """A log transport's settler: offsets of one partition, committable only up to the first unfinished."""
+
+    def __init__(self, events: list[str]) -> None:
+        super().__init__(events, immediate_acks=True)
+        self.offsets = PartitionOffsets(0)
+
+    def ack_now(self, delivery: Delivery) -> bool:
+        assert delivery.message.offset is not None
+        self.offsets.finish(delivery.message.offset)
+        return super().ack_now(delivery)
+
+    def holds_back_finished(self, delivery: Delivery) -> bool:
+        assert delivery.message.offset is not None
+        return self.offsets.finished_after(delivery.message.offset)
+
+
+def keyed(offset: int, key: bytes, settler: LogSettler) -> Delivery:
+    settler.offsets.start(offset)
+    message = Message(b"{}", Headers(), "t", "l", "kafka", key=key, partition=0, offset=offset)
+    return Delivery(message, settler)
+
+
+@pytest.mark.parametrize("later", ["finished", "running"])
+async def test_stop_runs_a_waiting_record_that_a_later_record_of_its_partition_went_past(later: str) -> None:
+    events: list[str] = []
+    settler = LogSettler(events)
+    gates = {0: asyncio.Event(), 2: asyncio.Event()}
+    if later == "finished":
+        gates[2].set()
+
+    async def pipeline(message: Message) -> Outcome:
+        assert message.offset is not None
+        if message.offset in gates:
+            await gates[message.offset].wait()
+        events.append(f"handle {message.offset}")
+        return ACK
+
+    container = await started(pipeline, ManualClock(), ordering="key")
+    for offset, key in ((0, b"a"), (1, b"a"), (2, b"b"), (3, b"a")):
+        assert container.offer(keyed(offset, key, settler))
+    if later == "finished":
+        for _ in range(100):
+            await asyncio.sleep(0)
+        assert "handle 2" in events
+    stopping = asyncio.ensure_future(container.stop(5))
+    for _ in range(20):
+        await asyncio.sleep(0)
+    gates[0].set()
+    gates[2].set()
+    assert await stopping
+    handled = [event for event in events if event.startswith("handle")]
+    assert sorted(handled) == ["handle 0", "handle 1", "handle 2"], "1 ran: 2 went past it"
+    assert handled.index("handle 0") < handled.index("handle 1"), "key order kept"
+    assert "release 3" in events, "3 is after everything that ran: released"
+    assert settler.offsets.committable == 3, "nothing handled is delivered again"
+
+
+async def test_stop_releases_the_waiting_records_of_a_partition_lane() -> None:
+    events: list[str] = []
+    settler = LogSettler(events)
+    gate = asyncio.Event()
+
+    async def pipeline(message: Message) -> Outcome:
+        await gate.wait()
+        events.append(f"handle {message.offset}")
+        return ACK
+
+    container = await started(pipeline, ManualClock())
+    for offset in range(3):
+        assert container.offer(keyed(offset, b"a", settler))
+    for _ in range(10):
+        await asyncio.sleep(0)
+    stopping = asyncio.ensure_future(container.stop(5))
+    for _ in range(10):
+        await asyncio.sleep(0)
+    gate.set()
+    assert await stopping
+    assert [event for event in events if event.startswith("handle")] == ["handle 0"]
+    assert "release 1" in events
+    assert "release 2" in events
+    assert settler.offsets.committable == 1
