@@ -55,6 +55,9 @@ class _Session:
     ack_due: int = 0
     acked: int = 0
     flushing: bool = False
+    # Ack frames leave in the order their tags were taken: a multiple-ack sent before a straggler's own
+    # ack would cover it, and the broker closes the channel on an ack of an unknown tag.
+    sending: asyncio.Lock = field(default_factory=asyncio.Lock)
 
 
 class ChannelConsumer:
@@ -206,8 +209,11 @@ class ChannelConsumer:
         acks = session.acks
         due = acks.finished(delivery.handle[1])
         if due is None:
-            for tag in acks.stragglers():
-                await session.raw.basic_ack(tag, multiple=False)
+            stragglers = acks.stragglers()
+            if stragglers:
+                async with session.sending:
+                    for tag in stragglers:
+                        await session.raw.basic_ack(tag, multiple=False)
             return
         session.ack_due = max(session.ack_due, due)
         if session.flushing:
@@ -220,9 +226,10 @@ class ChannelConsumer:
         await self._flush(session)
 
     async def _flush(self, session: _Session) -> None:
-        if session.acks.open and session.ack_due > session.acked:
-            upto, session.acked = session.ack_due, session.ack_due
-            await session.raw.basic_ack(upto, multiple=True)
+        async with session.sending:
+            if session.acks.open and session.ack_due > session.acked:
+                upto, session.acked = session.ack_due, session.ack_due
+                await session.raw.basic_ack(upto, multiple=True)
 
     async def release(self, delivery: Delivery) -> None:
         session: _Session = delivery.handle[0]
