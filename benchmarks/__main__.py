@@ -1,7 +1,7 @@
 """Throughput benchmarks: listeners next to the raw client library, same broker, same run.
 
-    python -m benchmarks [--suite kafka|tracing|rabbit-consume|rabbit-publish|idempotency|all] [--runs R]
-                         [--messages N]
+    python -m benchmarks [--suite kafka|tracing|rabbit-consume|rabbit-publish|idempotency|kafka-produce|
+                                  key-ordering|retry-lateness|all] [--runs R] [--messages N]
 
 Suites (default: all, in this order):
 
@@ -13,6 +13,15 @@ Suites (default: all, in this order):
 - ``idempotency``: one Kafka listener with an ``idempotency_key`` and each store (none, memory, sqlite,
   redis, postgres), under ``ordering: partition`` and ``ordering: key``, on one topic of 20000
   records produced once (``benchmarks.idempotency_suite``); 3 runs per case.
+- ``kafka-produce``: Kafka confirmed produce, ``send`` one by one and ``send_many``, against a raw
+  aiokafka producer's ``send`` + ``flush`` with the same settings (``benchmarks.kafka_produce_suite``);
+  20000 records (1000 one by one), 3 runs per case.
+- ``key-ordering``: one listener on one partition of 1000 keys, a 10 ms handler, ``ordering: key``
+  against ``ordering: partition`` (``benchmarks.key_ordering_suite``); 20000 records (300 under
+  partition ordering), 3 runs per case.
+- ``retry-lateness``: how late non-blocking retries run after their due time on Kafka retry topics and
+  RabbitMQ delay tiers, a latency table (``benchmarks.retry_lateness_suite``); 1000 orders at 200/s,
+  retried after 1 s, 3 runs per case.
 
 Each suite runs its cases interleaved, each run in its own subprocess, prints a table of medians and
 writes every measurement to ``benchmarks/results/<date>-<suite>.json``. Exits non-zero when a run's
@@ -24,10 +33,26 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from benchmarks import idempotency_suite, kafka_suite, rabbit_suite
+from benchmarks import (
+    idempotency_suite,
+    kafka_produce_suite,
+    kafka_suite,
+    key_ordering_suite,
+    rabbit_suite,
+    retry_lateness_suite,
+)
 from benchmarks.suite import RESULTS
 
-SUITES = ("kafka", kafka_suite.TRACING, rabbit_suite.CONSUME, rabbit_suite.PUBLISH, idempotency_suite.NAME)
+SUITES = (
+    "kafka",
+    kafka_suite.TRACING,
+    rabbit_suite.CONSUME,
+    rabbit_suite.PUBLISH,
+    idempotency_suite.NAME,
+    kafka_produce_suite.NAME,
+    key_ordering_suite.NAME,
+    retry_lateness_suite.NAME,
+)
 
 
 def parse_args() -> argparse.Namespace:
@@ -44,6 +69,9 @@ def parse_args() -> argparse.Namespace:
     kafka_suite.add_arguments(parser)
     rabbit_suite.add_arguments(parser)
     idempotency_suite.add_arguments(parser)
+    kafka_produce_suite.add_arguments(parser)
+    key_ordering_suite.add_arguments(parser)
+    retry_lateness_suite.add_arguments(parser)
     args = parser.parse_args()
     counts = (
         args.messages,
@@ -51,11 +79,16 @@ def parse_args() -> argparse.Namespace:
         args.consume_messages,
         args.publish_messages,
         args.idempotency_messages,
+        args.produce_messages,
+        args.ordering_messages,
+        args.retry_messages,
     )
     if (args.runs is not None and args.runs < 1) or any(n is not None and n < 2 for n in counts):
         parser.error("runs must be >= 1 and message counts >= 2")
     if args.chunk < 1 or args.prefetch < 1:
         parser.error("--chunk and --prefetch must be >= 1")
+    if args.retry_rate <= 0 or args.retry_delay <= 0:
+        parser.error("--retry-rate and --retry-delay must be > 0")
     return args
 
 
@@ -73,6 +106,12 @@ def main() -> None:
             passed = kafka_suite.run_tracing(args, args.results_dir)
         elif name == idempotency_suite.NAME:
             passed = idempotency_suite.run(args, args.results_dir)
+        elif name == kafka_produce_suite.NAME:
+            passed = kafka_produce_suite.run(args, args.results_dir)
+        elif name == key_ordering_suite.NAME:
+            passed = key_ordering_suite.run(args, args.results_dir)
+        elif name == retry_lateness_suite.NAME:
+            passed = retry_lateness_suite.run(args, args.results_dir)
         else:
             passed = rabbit_suite.run(name, args, args.results_dir)
         if not passed:

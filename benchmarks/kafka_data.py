@@ -84,6 +84,18 @@ async def committed(bootstrap: str, group_id: str, topic: str, partitions: Itera
     return {partition: offset for partition, offset in offsets.items() if offset is not None}
 
 
+async def end_offsets(bootstrap: str, topic: str) -> tuple[Ends, int]:
+    """``topic``'s end offsets (one past each partition's last record) and its record count, read back
+    record by record: Tansu answers ListOffsets with the first offset of a partition's last batch."""
+    from tests.support.kafka_tools import read_topic
+
+    records = await read_topic(bootstrap, topic)
+    ends: Ends = {}
+    for record in records:
+        ends[record.partition] = max(ends.get(record.partition, 0), record.offset + 1)
+    return ends, len(records)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.kafka_data", description=__doc__)
     parser.add_argument("--bootstrap", required=True)

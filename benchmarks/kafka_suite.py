@@ -14,9 +14,10 @@ import json
 import os
 import tempfile
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from benchmarks import kafka_data
 from benchmarks.machine import describe, machine_info
@@ -76,25 +77,40 @@ def consumer_options(broker: KafkaBroker, args: argparse.Namespace) -> dict[str,
 def measure_case(broker: KafkaBroker, case: str, args: argparse.Namespace, messages: int) -> Measurement:
     """Prepare a fresh topic, measure ``case`` on it in a subprocess, check its commits, drop the topic."""
     topic = f"bench-{case}-{uuid.uuid4().hex[:10]}"
+    measurement, uncommitted = consume_fresh_topic(
+        broker, "benchmarks.kafka_consume", ["--case", case], topic, args.partitions, messages, args
+    )
+    measurement["check"] = check(uncommitted is None, uncommitted or "all committed")
+    return measurement
+
+
+def consume_fresh_topic(
+    broker: KafkaBroker,
+    module: str,
+    case_arguments: list[str],
+    topic: str,
+    partitions: int,
+    messages: int,
+    args: argparse.Namespace,
+) -> tuple[Measurement, str | None]:
+    """Produce ``messages`` records to a new ``topic``, consume them with ``python -m module
+    case_arguments`` plus the common consume options (a new group), delete the topic. Returns the
+    measurement and, unless the group committed every record, what it committed."""
     group = f"{topic}-group"
-    ends = asyncio.run(kafka_data.prepare(broker.bootstrap, topic, args.partitions, messages))
+    ends = asyncio.run(kafka_data.prepare(broker.bootstrap, topic, partitions, messages))
     arguments = [
-        "--case", case, "--messages", str(messages), "--bootstrap", broker.bootstrap, "--topic", topic,
+        *case_arguments, "--messages", str(messages), "--bootstrap", broker.bootstrap, "--topic", topic,
         "--group", group, "--max-poll-records", str(args.max_poll_records),
         "--consumer-options", json.dumps(consumer_options(broker, args)),
         "--timeout", str(args.timeout),
     ]  # fmt: skip
     try:
-        measurement = run_process("benchmarks.kafka_consume", arguments, args.timeout + 60)
+        measurement = run_process(module, arguments, args.timeout + 60)
         committed = asyncio.run(kafka_data.committed(broker.bootstrap, group, topic, ends))
     finally:
         asyncio.run(kafka_data.delete_topic(broker.bootstrap, topic))
     measurement["committed_all"] = committed == ends
-    measurement["check"] = check(
-        committed == ends,
-        "all committed" if committed == ends else f"NOT ALL COMMITTED: {committed} of {ends}",
-    )
-    return measurement
+    return measurement, None if committed == ends else f"NOT ALL COMMITTED: {committed} of {ends}"
 
 
 TRACING = "tracing"
@@ -115,15 +131,10 @@ def run_cases(
     args: argparse.Namespace, results: Path, name: str, cases: tuple[str, ...], target: Target
 ) -> bool:
     """Measure ``cases`` interleaved on fresh topics of one broker; False if a run's check failed."""
-    from tests.support.brokers import kafka_broker
-
     messages: int = args.kafka_messages or args.messages or DEFAULT_MESSAGES
     runs: int = args.runs or DEFAULT_RUNS
-    started = datetime.now(UTC)
-    with (
-        tempfile.TemporaryDirectory(prefix="listeners-bench-") as workdir,
-        kafka_broker(Path(workdir)) as broker,
-    ):
+
+    def build(broker: KafkaBroker) -> tuple[Suite, str]:
         suite = Suite(
             name=name,
             benchmark="kafka-consume" if name == NAME else f"kafka-consume-{name}",
@@ -140,12 +151,35 @@ def run_cases(
             },
             measure_case=lambda case: measure_case(broker, case, args, messages),
         )
-        info = machine_info(broker_description(broker))
-        print("\n".join(describe(info)))
-        print(
+        headline = (
             f"kafka consume: {messages:,} records over {args.partitions} partitions per run, "
             f"{runs} runs per case, interleaved, max_poll_records={args.max_poll_records}"
         )
+        return suite, headline
+
+    return on_broker(build, results)
+
+
+Build = Callable[["KafkaBroker"], tuple[Suite, str]]
+"""Makes the suite on the started broker; returns it and the headline to print."""
+Finish = Callable[[Suite, datetime, dict[str, Any], list[Measurement], Path], bool]
+"""Reports the measurements (:func:`benchmarks.suite.finish` or a suite's own)."""
+
+
+def on_broker(build: Build, results: Path, done: Finish = finish) -> bool:
+    """Start the broker, ``build`` the suite and its headline on it, print the machine and the headline,
+    measure every case, stop the broker and report with ``done``; False if a run's check failed."""
+    from tests.support.brokers import kafka_broker
+
+    started = datetime.now(UTC)
+    with (
+        tempfile.TemporaryDirectory(prefix="listeners-bench-") as workdir,
+        kafka_broker(Path(workdir)) as broker,
+    ):
+        suite, headline = build(broker)
+        info = machine_info(broker_description(broker))
+        print("\n".join(describe(info)))
+        print(headline)
         measurements = measure_all(suite)
     info["load_average_at_end"] = [round(load, 2) for load in os.getloadavg()]
-    return finish(suite, started, info, measurements, results)
+    return done(suite, started, info, measurements, results)

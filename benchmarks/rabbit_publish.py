@@ -135,12 +135,17 @@ CASES: dict[str, tuple[Runner, Mode]] = {
 }
 
 
-async def measure(args: argparse.Namespace) -> dict[str, Any]:
+async def measure_case(cases: dict[str, tuple[Runner, Mode]], args: argparse.Namespace) -> dict[str, Any]:
+    """Run ``args.case`` of ``cases`` (shared by the publish and produce benchmarks) on fresh models."""
     orders = [order(index) for index in range(args.messages)]
     meter = Meter(args.messages)
-    runner, mode = CASES[args.case]
+    runner, mode = cases[args.case]
     config = await runner(args, orders, mode, meter)
     return {**meter.result(args.case, config).to_json(), "handled": meter.count}
+
+
+async def measure(args: argparse.Namespace) -> dict[str, Any]:
+    return await measure_case(CASES, args)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
