@@ -51,7 +51,7 @@ from listeners.idempotency.store import (
     TransactionalStore,
 )
 from listeners.message import Message
-from listeners.outcome import Ack, Defer, Outcome
+from listeners.outcome import ACK, Ack, Defer, Outcome
 from listeners.retry.backoff import BackOffPolicy
 from listeners.runtime.stats import ListenerStats
 from listeners.spec import Backoff, Idempotency
@@ -112,6 +112,7 @@ class IdempotencyGuard:
         self._completing: dict[str, asyncio.Future[None]] = {}  # key -> done once marked done
         self._to_complete: list[tuple[str, str, Message]] = []  # handled this turn: key, token, message
         self._turn_done: asyncio.Future[None] | None = None  # done once this turn's keys are
+        self._turn_ack: Ack = ACK  # Ack(after=_turn_done), one for the turn's messages
         self._background: set[asyncio.Future[None]] = set()
 
     @property
@@ -263,21 +264,22 @@ class IdempotencyGuard:
             raise
         self._leases.drop(key, token)
         if self._batching is not None and outcome.__class__ is Ack:
-            return Ack(after=self._complete_soon(key, token, message))
+            return self._complete_soon(key, token, message)
         await self._complete(namespace, key, token, message)
         return outcome
 
-    def _complete_soon(self, key: str, token: str, message: Message) -> asyncio.Future[None]:
-        """Mark ``key`` done together with the other keys handled in this event-loop turn; the future
-        (shared by them) is done once they are, or once marking them failed for good (logged)."""
+    def _complete_soon(self, key: str, token: str, message: Message) -> Ack:
+        """Mark ``key`` done together with the other keys handled in this event-loop turn: the outcome
+        (shared by them) acknowledges once they are, or once marking them failed for good (logged)."""
         done = self._turn_done
         if done is None:
             loop = asyncio.get_running_loop()
             done = self._turn_done = loop.create_future()
+            self._turn_ack = Ack(after=done)
             loop.call_soon(self._complete_turn)
         self._to_complete.append((key, token, message))
         self._completing[key] = done
-        return done
+        return self._turn_ack
 
     def _complete_turn(self) -> None:
         batch, self._to_complete = self._to_complete, []

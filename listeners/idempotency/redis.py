@@ -42,7 +42,7 @@ from redis.exceptions import RedisError
 
 from listeners.exceptions import IdempotencyStoreError
 from listeners.idempotency.config import RedisStoreConfig
-from listeners.idempotency.store import Claim, ClaimState, new_token
+from listeners.idempotency.store import Claim, ClaimState, new_token, new_tokens
 
 DONE = "done"
 """The value of a completed key; tokens are hex, so no token equals it."""
@@ -201,7 +201,7 @@ class RedisIdempotencyStore:
 
     async def claim_many(self, namespace: str, keys: Sequence[str], *, lease: float) -> list[Claim]:
         millis = _millis(lease)
-        tokens = [new_token() for _ in keys]
+        tokens = new_tokens(len(keys))
         calls = [
             self._enqueue(_CLAIM, self._key(namespace, key), token, millis)
             for key, token in zip(keys, tokens, strict=True)

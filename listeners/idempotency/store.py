@@ -125,3 +125,10 @@ class TransactionalStore(Protocol):
 def new_token() -> str:
     """A random claim token."""
     return secrets.token_hex(16)
+
+
+def new_tokens(count: int) -> list[str]:
+    """``count`` claim tokens, unique like :func:`new_token`'s: one random part (96 bits) with a
+    counter, one system call for all of them instead of one per token."""
+    base = secrets.token_hex(12)
+    return [f"{base}{index:x}" for index in range(count)]
