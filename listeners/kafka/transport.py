@@ -78,7 +78,7 @@ class KafkaTransport:
                         envelope.body,
                         key=envelope.key,
                         partition=envelope.partition,
-                        headers=list(envelope.headers),
+                        headers=list(envelope.headers) if envelope.headers else None,
                     )
                 )
             except Exception as error:
