@@ -126,9 +126,10 @@ return table.concat(replies, '\\n')
 
 _CLAIM, _COMPLETE, _RELEASE, _EXTEND = "c", "d", "r", "e"
 
-_Call = tuple[str, str, str, int, "asyncio.Future[Any]"]
-"""One queued operation: its code (``_CLAIM`` ...), key, token, lease or ttl (ms), and the future its
-caller awaits (a claim's reply is ``[state, pttl]``, the others' ``1`` or ``0``)."""
+_Call = tuple[str, list[tuple[str, str]], int, "asyncio.Future[list[Any]]"]
+"""One caller's queued operations: their code (``_CLAIM`` ...), ``(key, token)`` pairs (one, or a whole
+``claim_many``/``complete_many``), the lease or ttl (ms), and the future the caller awaits: the replies
+in order (a claim's ``[state, pttl]``, the others' ``1`` or ``0``, a failed operation's error)."""
 
 
 class RedisIdempotencyStore:
@@ -152,6 +153,7 @@ class RedisIdempotencyStore:
         self._batch_script: AsyncScript | None = None
         self._batch: list[_Call] | None = None
         """The calls of this turn, sent by the flush the first of them scheduled."""
+        self._batch_operations = 0  # in self._batch
         self._sending: set[asyncio.Task[None]] = set()
 
     @property
@@ -200,22 +202,19 @@ class RedisIdempotencyStore:
         return _claim(await self._call(_CLAIM, self._key(namespace, key), token, _millis(lease)), token)
 
     async def claim_many(self, namespace: str, keys: Sequence[str], *, lease: float) -> list[Claim]:
-        millis = _millis(lease)
         tokens = new_tokens(len(keys))
-        calls = [
-            self._enqueue(_CLAIM, self._key(namespace, key), token, millis)
-            for key, token in zip(keys, tokens, strict=True)
-        ]
-        return [_claim(reply, token) for reply, token in zip(await self._all(calls), tokens, strict=True)]
+        prefix = self._prefix(namespace)
+        operations = [(prefix + key, token) for key, token in zip(keys, tokens, strict=True)]
+        replies = _first_error_raised(await self._enqueue(_CLAIM, operations, _millis(lease)))
+        return [_claim(reply, token) for reply, token in zip(replies, tokens, strict=True)]
 
     async def complete(self, namespace: str, key: str, token: str, *, ttl: float) -> None:
         await self._call(_COMPLETE, self._key(namespace, key), token, _millis(ttl))
 
     async def complete_many(self, namespace: str, claims: Sequence[tuple[str, str]], *, ttl: float) -> None:
-        millis = _millis(ttl)
-        await self._all(
-            [self._enqueue(_COMPLETE, self._key(namespace, key), token, millis) for key, token in claims]
-        )
+        prefix = self._prefix(namespace)
+        operations = [(prefix + key, token) for key, token in claims]
+        _first_error_raised(await self._enqueue(_COMPLETE, operations, _millis(ttl)))
 
     async def release(self, namespace: str, key: str, token: str) -> None:
         await self._call(_RELEASE, self._key(namespace, key), token, 0)
@@ -237,17 +236,23 @@ class RedisIdempotencyStore:
                 raise self._error("cannot close", error) from error
 
     def _key(self, namespace: str, key: str) -> str:
+        return self._prefix(namespace) + key
+
+    def _prefix(self, namespace: str) -> str:
         # The namespace is escaped so that ':' ends it unambiguously (listener "a", key "b:c" is not
         # listener "a:b", key "c"); keys stay as they are, readable in redis-cli.
         escaped = namespace.replace("%", "%25").replace(":", "%3A")
-        return f"{self._config.prefix}{escaped}:{key}"
+        return f"{self._config.prefix}{escaped}:"
 
     async def _call(self, operation: str, key: str, token: str, millis: int) -> Any:
         """Run one operation, in one round trip with every other call made in this event-loop turn."""
-        return await self._enqueue(operation, key, token, millis)
+        return _first_error_raised(await self._enqueue(operation, [(key, token)], millis))[0]
 
-    def _enqueue(self, operation: str, key: str, token: str, millis: int) -> asyncio.Future[Any]:
-        """Add one operation to this turn's batch; the returned future gets its reply.
+    def _enqueue(
+        self, operation: str, operations: list[tuple[str, str]], millis: int
+    ) -> asyncio.Future[list[Any]]:
+        """Add ``operations`` (``(key, token)`` pairs of one kind) to this turn's batch; the returned
+        future gets their replies, in order.
 
         The first call of a turn schedules the flush (``call_soon``: after the calls of this turn);
         the flush sends the batch through a task that answers every caller, so cancelling one of them
@@ -256,35 +261,25 @@ class RedisIdempotencyStore:
         if self._client is None:
             raise IdempotencyStoreError(f"Redis idempotency store {self._where} is not started")
         loop = asyncio.get_running_loop()
-        future: asyncio.Future[Any] = loop.create_future()
+        future: asyncio.Future[list[Any]] = loop.create_future()
+        if not operations:
+            future.set_result([])
+            return future
         batch = self._batch
         if batch is None:
             batch = self._batch = []
+            self._batch_operations = 0
             loop.call_soon(self._flush_turn, batch)
-        batch.append((operation, key, token, millis, future))
-        if len(batch) >= MAX_BATCH:
+        batch.append((operation, operations, millis, future))
+        self._batch_operations += len(operations)
+        if self._batch_operations >= MAX_BATCH:
             self._batch = None  # full: its flush sends it; later calls start another
         return future
-
-    @staticmethod
-    async def _all(calls: list[asyncio.Future[Any]]) -> list[Any]:
-        """The replies of ``calls`` (all sent in the same turn); the first error if any failed, after
-        every future was awaited so none leaves its error unretrieved."""
-        replies: list[Any] = []
-        failure: BaseException | None = None
-        for call in calls:
-            try:
-                replies.append(await call)
-            except IdempotencyStoreError as error:
-                failure = failure or error
-        if failure is not None:
-            raise failure
-        return replies
 
     def _flush_turn(self, batch: list[_Call]) -> None:
         if self._batch is batch:
             self._batch = None
-        wanted = [call for call in batch if not call[4].done()]  # callers cancelled meanwhile: not sent
+        wanted = [call for call in batch if not call[3].done()]  # callers cancelled meanwhile: not sent
         batch.clear()  # sent once, whether by its scheduled flush or by close()
         if wanted:
             self._flush(wanted)
@@ -300,7 +295,8 @@ class RedisIdempotencyStore:
         If the round trip fails (connection, timeout, server), every caller gets the store error.
         """
         try:
-            replies = await (self._one(batch[0]) if len(batch) == 1 else self._many(batch))
+            lone = len(batch) == 1 and len(batch[0][1]) == 1
+            replies = await (self._one(batch[0]) if lone else self._many(batch))
         except BaseException as error:
             for *_, future in batch:
                 if not future.done():
@@ -308,16 +304,16 @@ class RedisIdempotencyStore:
             if not isinstance(error, (RedisError, OSError, IdempotencyStoreError)):
                 raise
             return
-        for (*_, future), reply in zip(batch, replies, strict=True):
+        start = 0
+        for _, operations, _, future in batch:
+            end = start + len(operations)
             if not future.done():
-                if isinstance(reply, BaseException):
-                    future.set_exception(reply)
-                else:
-                    future.set_result(reply)
+                future.set_result(replies[start:end])
+            start = end
 
     async def _one(self, call: _Call) -> list[Any]:
-        """A lone call: one ``EVALSHA`` of its own script."""
-        operation, key, token, millis, _ = call
+        """A lone operation: one ``EVALSHA`` of its own script."""
+        operation, [(key, token)], millis, _ = call
         args: tuple[str | int, ...]
         if operation == _CLAIM:
             script, args = self._claim, (token, millis, DONE)
@@ -337,22 +333,30 @@ class RedisIdempotencyStore:
         if script is None:
             raise IdempotencyStoreError(f"Redis idempotency store {self._where} is not started")
         calls = json.dumps(
-            [[operation, key, token, millis] for operation, key, token, millis, _ in batch],
+            [
+                [operation, key, token, millis]
+                for operation, operations, millis, _ in batch
+                for key, token in operations
+            ],
             ensure_ascii=False,
         )
         lines = str(await script(keys=[], args=[DONE, calls])).split("\n")
-        if len(lines) != len(batch):
+        expected = sum(len(operations) for _, operations, _, _ in batch)
+        if len(lines) != expected:
             raise IdempotencyStoreError(
-                f"Redis idempotency store {self._where} answered {len(lines)} replies to {len(batch)} calls"
+                f"Redis idempotency store {self._where} answered {len(lines)} replies to {expected} calls"
             )
         replies: list[Any] = []
-        for (operation, *_), line in zip(batch, lines, strict=True):
-            if line.startswith("!"):
-                replies.append(self._error("failed", line[1:]))
-            elif operation == _CLAIM:
-                replies.append(line.split(":"))
-            else:
-                replies.append(int(line))
+        position = 0
+        for operation, operations, _, _ in batch:
+            for line in lines[position : position + len(operations)]:
+                if line.startswith("!"):
+                    replies.append(self._error("failed", line[1:]))
+                elif operation == _CLAIM:
+                    replies.append(line.split(":"))
+                else:
+                    replies.append(int(line))
+            position += len(operations)
         return replies
 
     def _failure(self, error: BaseException) -> IdempotencyStoreError:
@@ -383,6 +387,14 @@ def redacted(url: str) -> str:
     elif parts.password:
         netloc = f":***@{netloc}"
     return f"{parts.scheme}://{netloc}{parts.path}"
+
+
+def _first_error_raised(replies: list[Any]) -> list[Any]:
+    """``replies`` of one caller's operations, or the first operation's error among them raised."""
+    for reply in replies:
+        if isinstance(reply, BaseException):
+            raise reply
+    return replies
 
 
 def _claim(reply: Any, token: str) -> Claim:
