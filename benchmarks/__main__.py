@@ -1,7 +1,7 @@
 """Throughput benchmarks: listeners next to the raw client library, same broker, same run.
 
     python -m benchmarks [--suite kafka|tracing|rabbit-consume|rabbit-publish|idempotency|kafka-produce|
-                                  key-ordering|retry-lateness|all] [--runs R] [--messages N]
+                                  key-ordering|retry-lateness|footprint|all] [--runs R] [--messages N]
 
 Suites (default: all, in this order):
 
@@ -22,6 +22,9 @@ Suites (default: all, in this order):
 - ``retry-lateness``: how late non-blocking retries run after their due time on Kafka retry topics and
   RabbitMQ delay tiers, a latency table (``benchmarks.retry_lateness_suite``); 1000 orders at 200/s,
   retried after 1 s, 3 runs per case.
+- ``footprint``: startup time to the first handled message, RSS of an idle app with 20 listeners, and
+  RSS under a sustained 10x overload, each in a real ``listeners run`` process
+  (``benchmarks.footprint_suite``); 3 runs per case.
 
 Each suite runs its cases interleaved, each run in its own subprocess, prints a table of medians and
 writes every measurement to ``benchmarks/results/<date>-<suite>.json``. Exits non-zero when a run's
@@ -34,6 +37,7 @@ import argparse
 from pathlib import Path
 
 from benchmarks import (
+    footprint_suite,
     idempotency_suite,
     kafka_produce_suite,
     kafka_suite,
@@ -52,6 +56,7 @@ SUITES = (
     kafka_produce_suite.NAME,
     key_ordering_suite.NAME,
     retry_lateness_suite.NAME,
+    footprint_suite.NAME,
 )
 
 
@@ -72,6 +77,7 @@ def parse_args() -> argparse.Namespace:
     kafka_produce_suite.add_arguments(parser)
     key_ordering_suite.add_arguments(parser)
     retry_lateness_suite.add_arguments(parser)
+    footprint_suite.add_arguments(parser)
     args = parser.parse_args()
     counts = (
         args.messages,
@@ -112,6 +118,8 @@ def main() -> None:
             passed = key_ordering_suite.run(args, args.results_dir)
         elif name == retry_lateness_suite.NAME:
             passed = retry_lateness_suite.run(args, args.results_dir)
+        elif name == footprint_suite.NAME:
+            passed = footprint_suite.run(args, args.results_dir)
         else:
             passed = rabbit_suite.run(name, args, args.results_dir)
         if not passed:

@@ -128,3 +128,12 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+
+
+def describe_server(url: str) -> str:
+    """``RabbitMQ <version> at <url without password>``; fails at once, naming it, if it is unreachable."""
+    from listeners.rabbit.config import mask_url
+    from tests.support.rabbit_tools import check_reachable
+
+    check_reachable(url)
+    return f"RabbitMQ {asyncio.run(server_version(url))} at {mask_url(url)}"

@@ -22,8 +22,7 @@ from pathlib import Path
 from benchmarks import rabbit_data
 from benchmarks.machine import RABBIT_PACKAGES, describe, machine_info
 from benchmarks.suite import Measurement, Suite, Target, check, finish, measure_all, run_process
-from listeners.rabbit.config import mask_url
-from tests.support.rabbit_tools import RABBIT_ENV, check_reachable, rabbit_url
+from tests.support.rabbit_tools import RABBIT_ENV, rabbit_url
 
 CONSUME = "rabbit-consume"
 PUBLISH = "rabbit-publish"
@@ -129,11 +128,10 @@ def build(name: str, args: argparse.Namespace) -> Suite:
 def run(name: str, args: argparse.Namespace, results: Path) -> bool:
     """Run the suite ``name`` (``rabbit-consume`` or ``rabbit-publish``); False if a run's check failed."""
     url: str = args.rabbit_url
-    check_reachable(url)
+    server = rabbit_data.describe_server(url)
     suite = build(name, args)
     started = datetime.now(UTC)
-    version = asyncio.run(rabbit_data.server_version(url))
-    info = machine_info(f"RabbitMQ {version} at {mask_url(url)}", RABBIT_PACKAGES)
+    info = machine_info(server, RABBIT_PACKAGES)
     print("\n".join(describe(info)))
     detail = f"prefetch={args.prefetch}" if name == CONSUME else f"pipelined: {args.chunk} gathered at once"
     messages = suite.parameters["messages"]

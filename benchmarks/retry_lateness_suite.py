@@ -26,8 +26,6 @@ from benchmarks import kafka_data, rabbit_data, report
 from benchmarks.kafka_suite import consumer_options, on_broker
 from benchmarks.retry_lateness import CASES
 from benchmarks.suite import Measurement, Suite, check, conclude, document, run_process
-from listeners.rabbit.config import mask_url
-from tests.support.rabbit_tools import check_reachable
 
 if TYPE_CHECKING:
     from tests.support.brokers import KafkaBroker
@@ -153,9 +151,7 @@ def run(args: argparse.Namespace, results: Path) -> bool:
         raise SystemExit(f"--retry-cases: choose among {', '.join(CASES)} (got {args.retry_cases!r})")
     rabbit = "not used"
     if "rabbit" in cases:
-        check_reachable(args.rabbit_url)
-        version = asyncio.run(rabbit_data.server_version(args.rabbit_url))
-        rabbit = f"RabbitMQ {version} at {mask_url(args.rabbit_url)}"
+        rabbit = rabbit_data.describe_server(args.rabbit_url)
 
     def build(broker: KafkaBroker) -> tuple[Suite, str]:
         suite = Suite(
