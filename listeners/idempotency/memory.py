@@ -41,7 +41,9 @@ class MemoryIdempotencyStore:
         pass
 
     async def claim(self, namespace: str, key: str, *, lease: float) -> Claim:
-        now = self._clock.time()
+        return self._claim(namespace, key, lease, self._clock.time())
+
+    def _claim(self, namespace: str, key: str, lease: float, now: float) -> Claim:
         self._forget_expired(now)
         name = (namespace, key)
         entry = self._entries.get(name)
@@ -54,16 +56,21 @@ class MemoryIdempotencyStore:
         return Claim(ClaimState.CLAIMED, token)
 
     async def claim_many(self, namespace: str, keys: Sequence[str], *, lease: float) -> list[Claim]:
-        return [await self.claim(namespace, key, lease=lease) for key in keys]
+        now = self._clock.time()
+        return [self._claim(namespace, key, lease, now) for key in keys]
 
     async def complete_many(self, namespace: str, claims: Sequence[tuple[str, str]], *, ttl: float) -> None:
+        expires_at = self._clock.time() + ttl
         for key, token in claims:
-            await self.complete(namespace, key, token, ttl=ttl)
+            self._complete(namespace, key, token, expires_at)
 
     async def complete(self, namespace: str, key: str, token: str, *, ttl: float) -> None:
+        self._complete(namespace, key, token, self._clock.time() + ttl)
+
+    def _complete(self, namespace: str, key: str, token: str, expires_at: float) -> None:
         entry = self._entries.get((namespace, key))
         if entry is not None and entry.token == token:
-            self._set((namespace, key), _Entry(None, self._clock.time() + ttl))
+            self._set((namespace, key), _Entry(None, expires_at))
 
     async def release(self, namespace: str, key: str, token: str) -> None:
         entry = self._entries.get((namespace, key))
