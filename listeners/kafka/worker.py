@@ -90,12 +90,23 @@ class ConsumerWorker(ConsumerRebalanceListener):  # type: ignore[misc]
         self._fetching = False
         self._joined = False  # between an assignment (even an empty one) and the next revoke
         self._failing = False  # the last poll failed (broker unreachable, ...)
+        self._out_of_group = False  # the coordinator was lost (logged once until it is back)
         self._task: asyncio.Task[None] | None = None
 
     @property
     def consuming(self) -> bool:
         """Fetching, a member of the group with its assignment, and the last poll succeeded."""
-        return self._fetching and self._joined and not self._failing
+        return self._fetching and self._joined and not self._failing and self._in_group()
+
+    def _in_group(self) -> bool:
+        """Whether the group coordinator is known and this member need not rejoin. aiokafka marks the
+        coordinator dead when heartbeats fail for a session or its connection breaks, and keeps
+        retrying without raising; until it is back, records handed out could be another member's."""
+        coordinator = getattr(self._consumer, "_coordinator", None)
+        if coordinator is None or not hasattr(coordinator, "coordinator_id"):
+            return True  # no group coordination to lose (or an aiokafka without these internals)
+        rejoin = getattr(coordinator, "_rejoin_needed_fut", None)
+        return coordinator.coordinator_id is not None and not (rejoin is not None and rejoin.done())
 
     def consumer_lag(self) -> Iterator[tuple[str, int, int]]:
         """``(topic, partition, high watermark - committed offset)`` of the assigned partitions whose
@@ -169,6 +180,22 @@ class ConsumerWorker(ConsumerRebalanceListener):  # type: ignore[misc]
                 await asyncio.sleep(delay)
 
     async def _poll_once(self) -> None:
+        if not self._in_group():
+            # Hand nothing out and commit nothing while the group has lost this member; aiokafka
+            # rejoins in the background and a rebalance (if any) revokes partitions meanwhile.
+            if not self._out_of_group:
+                self._out_of_group = True
+                log.warning(
+                    "listener %s: lost contact with the group coordinator; handing out nothing until "
+                    "this member is back in group %s",
+                    self._endpoint.listener_id,
+                    self._endpoint.group_id,
+                )
+            await asyncio.sleep(self._config.poll_timeout)
+            return
+        if self._out_of_group:
+            self._out_of_group = False
+            log.info("listener %s: back in group %s", self._endpoint.listener_id, self._endpoint.group_id)
         if self._paused_until_due.until:
             self._paused_until_due.resume_due(self._assigned, self._paused_by_us)
         await self._hand_out()
@@ -353,8 +380,15 @@ class ConsumerWorker(ConsumerRebalanceListener):  # type: ignore[misc]
     def _read_again(self, state: HeldPartition) -> None:
         """A released record: re-read its partition from the first unfinished record, as the memory
         broker does; nothing is lost, records after it that are still in flight run again."""
-        if not (state.active and self._fetching and self._held.get(state.tp) is state):
-            return  # stopping or revoked: leaving it unfinished keeps it uncommitted
+        if not (
+            state.active
+            and self._fetching
+            and state.tp in self._assigned
+            and self._held.get(state.tp) is state
+        ):
+            # Stopping or revoked (the revoke still commits what finishes in its drain): leaving it
+            # unfinished keeps it uncommitted.
+            return
         state.active = False
         del self._held[state.tp]
         self._drop_runs_of((state.tp,))
