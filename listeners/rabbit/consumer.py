@@ -55,8 +55,10 @@ class _Session:
     ack_due: int = 0
     acked: int = 0
     flushing: bool = False
-    # Ack frames leave in the order their tags were taken: a multiple-ack sent before a straggler's own
-    # ack would cover it, and the broker closes the channel on an ack of an unknown tag.
+    # Finished tags taken out of the ack run (see ChannelAcks.stragglers), to ack one by one. Every
+    # flush sends them before it reads ack_due: a multiple-ack computed later may cover them, and the
+    # broker closes the channel on an ack of a tag already acked.
+    stragglers: list[int] = field(default_factory=list)
     sending: asyncio.Lock = field(default_factory=asyncio.Lock)
 
 
@@ -208,14 +210,13 @@ class ChannelConsumer:
             return
         acks = session.acks
         due = acks.finished(delivery.handle[1])
-        if due is None:
+        if due is not None:
+            session.ack_due = max(session.ack_due, due)
+        else:
             stragglers = acks.stragglers()
-            if stragglers:
-                async with session.sending:
-                    for tag in stragglers:
-                        await session.raw.basic_ack(tag, multiple=False)
-            return
-        session.ack_due = max(session.ack_due, due)
+            if not stragglers:
+                return
+            session.stragglers += stragglers
         if session.flushing:
             return  # the ack being prepared covers this one too
         session.flushing = True
@@ -227,6 +228,12 @@ class ChannelConsumer:
 
     async def _flush(self, session: _Session) -> None:
         async with session.sending:
+            while session.stragglers and session.acks.open:
+                tags, session.stragglers = session.stragglers, []
+                for tag in tags:
+                    await session.raw.basic_ack(tag, multiple=False)
+            # No await from the check above to here: ack_due cannot cover a straggler not yet sent
+            # (stragglers taken from now on lie beyond the first unfinished tag, so beyond ack_due).
             if session.acks.open and session.ack_due > session.acked:
                 upto, session.acked = session.ack_due, session.ack_due
                 await session.raw.basic_ack(upto, multiple=True)
