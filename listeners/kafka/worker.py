@@ -99,14 +99,14 @@ class ConsumerWorker(ConsumerRebalanceListener):  # type: ignore[misc]
         return self._fetching and self._joined and not self._failing and self._in_group()
 
     def _in_group(self) -> bool:
-        """Whether the group coordinator is known and this member need not rejoin. aiokafka marks the
-        coordinator dead when heartbeats fail for a session or its connection breaks, and keeps
-        retrying without raising; until it is back, records handed out could be another member's."""
+        """Whether the group coordinator is known. aiokafka marks it dead when heartbeats fail for a
+        session or its connection breaks, and keeps retrying without raising; until it is back,
+        records handed out could be another member's. (Before the first assignment it is not known
+        yet either: that is joining, not lost, and ``_joined`` is still False.)"""
         coordinator = getattr(self._consumer, "_coordinator", None)
         if coordinator is None or not hasattr(coordinator, "coordinator_id"):
             return True  # no group coordination to lose (or an aiokafka without these internals)
-        rejoin = getattr(coordinator, "_rejoin_needed_fut", None)
-        return coordinator.coordinator_id is not None and not (rejoin is not None and rejoin.done())
+        return coordinator.coordinator_id is not None
 
     def consumer_lag(self) -> Iterator[tuple[str, int, int]]:
         """``(topic, partition, high watermark - committed offset)`` of the assigned partitions whose
@@ -180,7 +180,7 @@ class ConsumerWorker(ConsumerRebalanceListener):  # type: ignore[misc]
                 await asyncio.sleep(delay)
 
     async def _poll_once(self) -> None:
-        if not self._in_group():
+        if self._joined and not self._in_group():
             # Hand nothing out and commit nothing while the group has lost this member; aiokafka
             # rejoins in the background and a rebalance (if any) revokes partitions meanwhile.
             if not self._out_of_group:
