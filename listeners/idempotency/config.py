@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
+from listeners.durations import Duration
 from listeners.spec import StoreName
 
 
@@ -22,7 +23,7 @@ class RedisStoreConfig(StoreSection):
 
     url: SecretStr = SecretStr("redis://127.0.0.1:6379/0")
     prefix: str = "listeners:idempotency:"
-    timeout: float = Field(default=2.0, gt=0)
+    timeout: Duration = Field(default=2.0, gt=0)
 
 
 class PostgresStoreConfig(StoreSection):
@@ -34,7 +35,7 @@ class PostgresStoreConfig(StoreSection):
     )
     create_table: bool = True
     pool_size: int = Field(default=10, ge=1)
-    timeout: float = Field(default=5.0, gt=0)
+    timeout: Duration = Field(default=5.0, gt=0)
 
 
 class IdempotencySettings(StoreSection):

@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -103,7 +104,7 @@ class IdempotencyGuard:
         self._lease = options.lease
         self._ttl = options.ttl
         self._fail_open = options.on_store_error == "fail_open"
-        self._store_failures = 0
+        self._store_down_since: float | None = None  # loop time of the first failure of an outage
         self._stats = stats or ListenerStats()  # the listener's, when given: counts store errors
         self._leases = LeaseKeeper(store, listener_id, options.lease)
         self._batching = store if transactions is None and isinstance(store, BatchingStore) else None
@@ -247,7 +248,7 @@ class IdempotencyGuard:
                 claim = await self._store.claim(namespace, key, lease=self._lease)
             except Exception as error:
                 return await self._store_unavailable(message, key, error, handle)
-        self._store_failures = 0
+        self._store_down_since = None
         if claim.state is ClaimState.DONE:
             log.debug("listener %s: %s is a duplicate of key %r: skipped", namespace, message.describe(), key)
             return DUPLICATE
@@ -319,7 +320,7 @@ class IdempotencyGuard:
         try:
             async with store.transaction(namespace, key, ttl=self._ttl) as transaction:
                 entered = True
-                self._store_failures = 0
+                self._store_down_since = None
                 if transaction.duplicate:
                     log.debug(
                         "listener %s: %s is a duplicate of key %r: skipped",
@@ -355,8 +356,16 @@ class IdempotencyGuard:
         return self._wait_for_store(message, error)
 
     def _wait_for_store(self, message: Message, error: Exception) -> Defer:
-        self._store_failures += 1
-        delay = STORE_BACKOFF.delay(min(self._store_failures, 16))
+        """Defer ``message`` while the store is down, backing off with the outage's length (not with
+        how many messages met it): each waits about as long as the store has been down so far."""
+        now = asyncio.get_running_loop().time()
+        if self._store_down_since is None:
+            self._store_down_since = now
+        down_for = now - self._store_down_since
+        failures = 1 + max(
+            0, math.floor(math.log2(max(down_for, STORE_BACKOFF.initial) / STORE_BACKOFF.initial))
+        )
+        delay = STORE_BACKOFF.delay(min(failures, 16))
         log.error(
             "listener %s: idempotency store failed (%s: %s); %s waits %.2gs (on_store_error: fail_closed)",
             self._listener_id, type(error).__name__, error, message.describe(), delay,

@@ -16,13 +16,14 @@ def header_pairs_from_table(table: dict[str, Any] | None) -> HeaderPairs:
 
 
 def table_from_header_pairs(pairs: HeaderPairs) -> dict[str, Any]:
-    """Header pairs as an AMQP table: UTF-8 values as strings (what Spring AMQP reads), others as bytes."""
+    """Header pairs as an AMQP table: UTF-8 values as strings (what Spring AMQP reads), other bytes as
+    byte arrays (the AMQP type pamqp encodes for ``bytearray``; it refuses plain ``bytes``)."""
     table: dict[str, Any] = {}
     for name, value in pairs:
         try:
             table[name] = value.decode("utf-8")
         except UnicodeDecodeError:
-            table[name] = value
+            table[name] = bytearray(value)
     return table
 
 
