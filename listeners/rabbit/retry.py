@@ -28,7 +28,7 @@ from __future__ import annotations
 from typing import Any
 
 from listeners.deadletter.headers import BROKER_DEATH_HEADERS, decimal_int, exception_fqcn
-from listeners.message import HeaderPairs, Message
+from listeners.message import HeaderPairs, Headers, Message
 from listeners.outcome import Retry
 from listeners.retry.destinations import delay_ms
 from listeners.retry.timeout import retry_started_header
@@ -68,9 +68,12 @@ def retry_headers(message: Message, retry: Retry) -> HeaderPairs:
     """The headers to republish ``message`` to its tier with, for attempt ``retry.next_attempt``."""
     headers = message.headers
     replaced: dict[str, bytes] = {RETRY_COUNT: str(retry.next_attempt - 1).encode()}
-    if ORIGINAL_EXCHANGE not in headers:
+    # Back from a tier, the message arrived by the queue's name: its x-original-* name where it first
+    # came from. Otherwise they are a foreign publisher's (or garbage) and are written anew.
+    through_tiers = came_through_tiers(headers)
+    if not through_tiers or ORIGINAL_EXCHANGE not in headers:
         replaced[ORIGINAL_EXCHANGE] = (message.exchange or "").encode()
-    if ORIGINAL_ROUTING_KEY not in headers:
+    if not through_tiers or ORIGINAL_ROUTING_KEY not in headers:
         replaced[ORIGINAL_ROUTING_KEY] = (message.routing_key or "").encode()
     replaced[EXCEPTION_MESSAGE] = truncated(str(retry.error))
     replaced[EXCEPTION_FQCN] = exception_fqcn(retry.error).encode()
@@ -93,12 +96,20 @@ def restore_retried(message: Message) -> None:
     if count is None:
         return
     message.attempt = attempt_after(count)
+    if message.attempt == 1:
+        return  # not a count of ours: its x-original-* headers are not ours either
     exchange = headers.get(ORIGINAL_EXCHANGE)
     if exchange is not None:
         message.exchange = exchange.decode("utf-8", errors="replace")
     routing_key = headers.get(ORIGINAL_ROUTING_KEY)
     if routing_key is not None:
         message.routing_key = routing_key.decode("utf-8", errors="replace")
+
+
+def came_through_tiers(headers: Headers) -> bool:
+    """Whether ``headers`` carry a retry count this framework wrote (one or more retries made)."""
+    count = headers.get(RETRY_COUNT)
+    return count is not None and attempt_after(count) > 1
 
 
 def attempt_after(count: bytes) -> int:
