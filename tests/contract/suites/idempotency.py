@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from typing import Any
 
 from listeners import Message, Retry
@@ -27,10 +28,17 @@ class OutageStore(MemoryIdempotencyStore):
         self.refused = 0
 
     async def claim(self, namespace: str, key: str, *, lease: float) -> Claim:
+        self._refuse_while_down()
+        return await super().claim(namespace, key, lease=lease)
+
+    async def claim_many(self, namespace: str, keys: Sequence[str], *, lease: float) -> list[Claim]:
+        self._refuse_while_down()
+        return await super().claim_many(namespace, keys, lease=lease)
+
+    def _refuse_while_down(self) -> None:
         if self.down.is_set():
             self.refused += 1
             raise IdempotencyStoreError("store unreachable (test)")
-        return await super().claim(namespace, key, lease=lease)
 
 
 class IdempotencySuite(TransportConfig):
