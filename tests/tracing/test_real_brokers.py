@@ -5,17 +5,13 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from dependency_injector import providers
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from listeners import kafka_listener, rabbit_listener, send_to
 from listeners.testing import running
 from tests.contract.configs import unique
-from tests.support.apps import app_with
 from tests.support.brokers import KafkaBroker
-from tests.tracing.test_spans import named, parent_id
+from tests.tracing.test_spans import named, parent_id, traced
 
 pytestmark = [pytest.mark.kafka, pytest.mark.rabbit]
 
@@ -33,10 +29,7 @@ async def test_a_kafka_to_rabbitmq_forward_continues_the_trace(kafka: KafkaBroke
         async def mail(self, mail: dict[str, Any]) -> None: ...
 
     exporter = InMemorySpanExporter()
-    provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
-    container = app_with(Handlers())
-    container.tracer_provider.override(providers.Object(provider))
+    container = traced(Handlers(), exporter)
     overrides = kafka.overrides(**{"listeners.rabbit.url": rabbit})
     async with running(container, embedded=False, overrides=overrides) as app:
         await app.kafka.send(topic, {"id": 7})
@@ -94,10 +87,7 @@ async def test_malformed_trace_headers_on_kafka_start_new_traces_and_every_recor
             type(self).handled += 1
 
     exporter = InMemorySpanExporter()
-    provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
-    container = app_with(Handlers())
-    container.tracer_provider.override(providers.Object(provider))
+    container = traced(Handlers(), exporter)
     producer = AIOKafkaProducer(bootstrap_servers=kafka.bootstrap, enable_idempotence=False)
     async with running(container, embedded=False, overrides=kafka.overrides()) as app:
         await producer.start()
@@ -129,10 +119,7 @@ async def test_malformed_trace_headers_on_rabbitmq_start_new_traces_and_every_me
             type(self).handled += 1
 
     exporter = InMemorySpanExporter()
-    provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
-    container = app_with(Handlers())
-    container.tracer_provider.override(providers.Object(provider))
+    container = traced(Handlers(), exporter)
     async with running(container, embedded=False, overrides={"listeners.rabbit.url": rabbit}) as app:
         connection = await aio_pika.connect(rabbit)
         try:

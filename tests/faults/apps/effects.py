@@ -47,7 +47,6 @@ import re
 from collections.abc import AsyncIterator
 from typing import Any
 
-import asyncpg
 from dependency_injector import providers
 from pydantic import BaseModel
 
@@ -55,7 +54,8 @@ from listeners import Message, RejectMessage, StoreTransaction, kafka_listener, 
 from listeners.outcome import Outcome
 from listeners.runtime.pipeline import Handler
 from starter import ListenersContainer
-from tests.faults.barriers import BARRIER_ENV, HoldPoint
+from tests.faults.apps.recorder import Recorder
+from tests.faults.barriers import HoldPoint
 
 PRECLAIM_ENV = "FAULT_PRECLAIM_DIR"
 FORWARD_ENV = "FAULT_FORWARD_TOPIC"
@@ -100,27 +100,12 @@ def message_id(body: bytes) -> str | None:
     return found.group(1).decode(errors="replace") if found else None
 
 
-class Effects:
+class Effects(Recorder):
     """The database side and the plan, shared by every listener class below."""
 
     def __init__(self) -> None:
-        self._dsn = os.environ["FAULT_PG_DSN"]
-        schema = os.environ["FAULT_PG_SCHEMA"]
-        if not schema.isidentifier():
-            raise ValueError(f"FAULT_PG_SCHEMA {schema!r} is not a plain identifier")
-        self._invocation = f"INSERT INTO {schema}.invocations (id, key, seq, pid) VALUES ($1, $2, $3, $4)"
-        self._effect = f"INSERT INTO {schema}.effects (id, key, seq, pid) VALUES ($1, $2, $3, $4)"
-        self._count = f"SELECT count(*) FROM {schema}.invocations WHERE key = $1"
-        self._hold = HoldPoint(os.environ.get(BARRIER_ENV))
-        self._pool: asyncpg.Pool | None = None
-        self._pid = os.getpid()
-
-    async def open(self) -> None:
-        self._pool = await asyncpg.create_pool(self._dsn, min_size=2, max_size=12)
-
-    async def close(self) -> None:
-        if self._pool is not None:
-            await self._pool.close()
+        super().__init__()
+        self._count = f"SELECT count(*) FROM {self._schema}.invocations WHERE key = $1"
 
     def _row(self, event: Planned | Forwarded) -> tuple[str, str, int, int]:
         return (event.id, event.business or event.id, event.seq, self._pid)

@@ -40,6 +40,7 @@ class Recorder:
         schema = os.environ["FAULT_PG_SCHEMA"]
         if not schema.isidentifier():
             raise ValueError(f"FAULT_PG_SCHEMA {schema!r} is not a plain identifier")
+        self._schema = schema
         self._invocation = f"INSERT INTO {schema}.invocations (id, key, seq, pid) VALUES ($1, $2, $3, $4)"
         self._effect = f"INSERT INTO {schema}.effects (id, key, seq, pid) VALUES ($1, $2, $3, $4)"
         self._hold = HoldPoint(os.environ.get(BARRIER_ENV))
