@@ -1,6 +1,6 @@
 # make run   - create .venv, install, run the orders sample on the embedded broker (Ctrl-C to stop)
 # make test  - create .venv, install, make sure local services are up, lint, type-check, run every test
-# make bench - create .venv, install, run the benchmarks (nine suites, about 20 minutes; see README Performance)
+# make bench - create .venv, install, run the benchmarks (nine suites, about 12 minutes; see README Performance)
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
