@@ -101,6 +101,8 @@ class ListenersSettings(Section):
     shutdown_timeout: Duration = 30.0
     broker_wait: Duration = 0.0
     """How long startup keeps trying a broker it cannot reach (then fails); 0 fails at once."""
+    gc_freeze: bool = True
+    """Freeze the heap once started (``gc.freeze()``): full garbage collections then skip it."""
     executor: ExecutorSettings = ExecutorSettings()
     idempotency: IdempotencySettings = IdempotencySettings()
     tracing: TracingSettings = TracingSettings()

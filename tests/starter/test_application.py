@@ -308,3 +308,16 @@ async def test_topology_of_every_listener_exists_before_any_listener_consumes() 
         assert app.stats("a_forwarder").failed == 0
         await app.app.listener("z_sink").start()
         await app.wait_for(lambda: Pipeline.received == ["early"])
+
+
+@pytest.mark.parametrize("freeze", [True, False])
+async def test_a_started_app_freezes_its_heap_for_the_collector_and_unfreezes_it_on_stop(
+    freeze: bool,
+) -> None:
+    import gc
+
+    assert gc.get_freeze_count() == 0
+    async with running(ListenersContainer(), overrides={"listeners.gc_freeze": freeze}) as app:
+        assert app.app.settings.listeners.gc_freeze is freeze
+        assert (gc.get_freeze_count() > 0) is freeze, "startup objects moved out of the collector's sight"
+    assert gc.get_freeze_count() == 0, "unfrozen on stop: what the app held may be collected again"
