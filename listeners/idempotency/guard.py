@@ -362,9 +362,7 @@ class IdempotencyGuard:
         if self._store_down_since is None:
             self._store_down_since = now
         down_for = now - self._store_down_since
-        failures = 1 + max(
-            0, math.floor(math.log2(max(down_for, STORE_BACKOFF.initial) / STORE_BACKOFF.initial))
-        )
+        failures = 1 + math.floor(math.log2(max(down_for, STORE_BACKOFF.initial) / STORE_BACKOFF.initial))
         delay = STORE_BACKOFF.delay(min(failures, 16))
         log.error(
             "listener %s: idempotency store failed (%s: %s); %s waits %.2gs (on_store_error: fail_closed)",

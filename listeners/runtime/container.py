@@ -182,10 +182,7 @@ class ListenerContainer:
         self._accept(delivery)
 
     def offer(self, delivery: Delivery) -> bool:
-        if len(self._pending) >= self._capacity or self._stopping.is_set():
-            return False
-        self._accept(delivery)
-        return True
+        return self.offer_run((delivery,)) == 1
 
     def room(self) -> int:
         if self._stop_requested:
@@ -200,15 +197,15 @@ class ListenerContainer:
             deliveries = deliveries[:room]
         if not deliveries:
             return 0
+        if self._ordering != "partition":
+            for delivery in deliveries:
+                self._accept(delivery)
+            return len(deliveries)
         self._pending.update(dict.fromkeys(deliveries))
         lookahead = self._lookahead
         if lookahead is not None:
             for delivery in deliveries:
                 lookahead.expect(delivery.message)
-        if self._ordering != "partition":
-            for delivery in deliveries:
-                self._route(delivery)
-            return len(deliveries)
         first = deliveries[0].message
         key = (first.destination, first.partition)
         lane = self._lanes.get(key)
@@ -223,10 +220,6 @@ class ListenerContainer:
         self._pending[delivery] = None
         if self._lookahead is not None:
             self._lookahead.expect(delivery.message)
-        self._route(delivery)
-
-    def _route(self, delivery: Delivery) -> None:
-        """Put an accepted delivery in its ordering lane (a new lane task if none waits)."""
         ordering = self._ordering
         if ordering == "none":
             self._spawn_lane(None, _Lane((delivery,)))

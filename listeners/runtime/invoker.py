@@ -111,11 +111,7 @@ class Invoker:
         container then calls them itself, one coroutine less per message. None otherwise."""
         if self._decode_only is None or self._forward is not None:
             return None
-        listener_id, payload_type = self._listener_id, self._payload_type
-
-        def decode_failed(message: Message, error: Exception) -> Exception:
-            return _decode_error(listener_id, payload_type, message, error)
-
+        decode_failed = functools.partial(_decode_error, self._listener_id, self._payload_type)
         return DirectCall(self._decode_only, self._handler, decode_failed)
 
     @property
