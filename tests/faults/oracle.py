@@ -29,6 +29,7 @@ import aio_pika
 import asyncpg
 from aiokafka import AIOKafkaProducer
 
+from tests.contract.configs import unique
 from tests.support.kafka_tools import read_topic
 from tests.support.rabbit_tools import take_all
 
@@ -70,6 +71,24 @@ class OracleResult:
 
 RESULTS: dict[str, OracleResult] = {}
 """The last checked result of each scenario in this session, by scenario name."""
+
+
+Queues = list[tuple[str, str]]
+"""The ``queues`` fixture: ``(url, queue)`` to delete after the test."""
+
+
+async def fault_queue(rabbit: str, queues: Queues, prefix: str = "fault", *tiers: str) -> str:
+    """A new durable queue ``<prefix>-<hex>-q``, declared as its listener will declare it, registered
+    with its dead-letter queue (and the ``tiers`` suffixes, e.g. ``.retry.200``) for deletion. Not named
+    like the other tests' queues: see the queues fixture."""
+    queue = unique(prefix) + "-q"
+    queues += [(rabbit, queue), (rabbit, f"{queue}.dlq"), *((rabbit, f"{queue}{tier}") for tier in tiers)]
+    connection = await aio_pika.connect(rabbit)
+    try:
+        await (await connection.channel()).declare_queue(queue, durable=True)
+    finally:
+        await connection.close()
+    return queue
 
 
 def events(keys: int, per_key: int) -> list[Sent]:

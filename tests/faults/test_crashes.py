@@ -17,12 +17,20 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
-import aio_pika
 import pytest
 
 from tests.contract.configs import unique
 from tests.faults.barriers import Barrier, until
-from tests.faults.oracle import Oracle, OracleResult, Sent, events, kafka_dead_letters, rabbit_dead_letters
+from tests.faults.oracle import (
+    Oracle,
+    OracleResult,
+    Queues,
+    Sent,
+    events,
+    fault_queue,
+    kafka_dead_letters,
+    rabbit_dead_letters,
+)
 from tests.faults.workers import Worker, Workers
 from tests.support.brokers import KafkaBroker
 from tests.transports.kafka.helpers import create_topic
@@ -37,9 +45,6 @@ STOP_TIMEOUT = 20
 SHUTDOWN_MARGIN = 6.0
 """Seconds a worker may take beyond ``shutdown_timeout`` to stop (final commit, leaving the group,
 closing connections); a hang fails the scenario."""
-
-Queues = list[tuple[str, str]]
-"""The ``queues`` fixture: ``(url, queue)`` to delete after the test."""
 
 
 @dataclass
@@ -100,13 +105,7 @@ async def kafka_setup(
 async def rabbit_setup(
     rabbit: str, queues: Queues, oracle: Oracle, barrier: Barrier, workers: Workers, per_key: int, **env: str
 ) -> Setup:
-    queue = unique("fault") + "-q"  # see the queues fixture
-    queues += [(rabbit, queue), (rabbit, f"{queue}.dlq")]
-    connection = await aio_pika.connect(rabbit)
-    try:
-        await (await connection.channel()).declare_queue(queue, durable=True)  # as the listener declares it
-    finally:
-        await connection.close()
+    queue = await fault_queue(rabbit, queues)
     messages = events(keys=6, per_key=per_key)
     return Setup(
         transport="rabbit",

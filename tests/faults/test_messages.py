@@ -37,7 +37,7 @@ from listeners.rabbit.amqp import header_pairs_from_table
 from tests.contract.configs import unique
 from tests.faults.apps.effects import PRECLAIM_ENV, message_id
 from tests.faults.barriers import Barrier, until
-from tests.faults.oracle import RESULTS, Oracle, OracleResult, Sent
+from tests.faults.oracle import RESULTS, Oracle, OracleResult, Queues, Sent, fault_queue
 from tests.faults.proxy import FaultProxy
 from tests.faults.workers import Worker, Workers
 from tests.support.brokers import KafkaBroker
@@ -58,8 +58,6 @@ REJECT = "listeners.exceptions.RejectMessage"
 DECODE = "listeners.exceptions.MessageDecodeError"
 TOO_LARGE = "listeners.exceptions.MessageTooLargeError"
 
-Queues = list[tuple[str, str]]
-"""The ``queues`` fixture: ``(url, queue)`` to delete after the test."""
 HeaderList = list[tuple[str, bytes | None]]
 
 TRANSPORTS = [
@@ -356,13 +354,7 @@ async def kafka_setup(
 async def rabbit_setup(
     rabbit: str, queues: Queues, oracle: Oracle, workers: Workers, flavour: str = ""
 ) -> Setup:
-    queue = unique("fault-msg") + "-q"  # not named like the other tests' queues: see the queues fixture
-    queues += [(rabbit, queue), (rabbit, f"{queue}.dlq"), (rabbit, f"{queue}.retry.200")]
-    connection = await aio_pika.connect(rabbit)
-    try:
-        await (await connection.channel()).declare_queue(queue, durable=True)  # as the listener declares it
-    finally:
-        await connection.close()
+    queue = await fault_queue(rabbit, queues, "fault-msg", ".retry.200")
     listener = f"effects_rabbit{flavour}"
     setup = Setup(
         transport="rabbit",

@@ -26,12 +26,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
-import aio_pika
 import pytest
 
 from tests.contract.configs import unique
 from tests.faults.barriers import Barrier, until
-from tests.faults.oracle import Oracle, OracleResult, Sent, events, kafka_dead_letters, rabbit_dead_letters
+from tests.faults.oracle import (
+    Oracle,
+    OracleResult,
+    Queues,
+    Sent,
+    events,
+    fault_queue,
+    kafka_dead_letters,
+    rabbit_dead_letters,
+)
 from tests.faults.proxy import FaultProxy
 from tests.faults.workers import Worker, WorkerExited, Workers
 from tests.support.brokers import TANSU_CONSUMER_TIMINGS, KafkaBroker, free_port, wait_listening
@@ -49,9 +57,6 @@ SESSION_TIMEOUT = TANSU_CONSUMER_TIMINGS["session_timeout_ms"] / 1000
 NOTICE_TIMEOUT = 8.0
 """Seconds a worker may take to report, on ``/health/ready``, a broker it can no longer reach (several
 Kafka session timeouts and RabbitMQ heartbeats of the scenarios)."""
-
-Queues = list[tuple[str, str]]
-"""The ``queues`` fixture: ``(url, queue)`` to delete after the test."""
 
 
 # a Tansu of the test's own, behind a proxy ------------------------------------------------------------------
@@ -252,13 +257,7 @@ async def rabbit_run(
     **env: str,
 ) -> Run:
     """Messages go to ``rabbit`` directly; workers connect to ``worker_url`` (through a proxy)."""
-    queue = unique("fault") + "-q"  # see the queues fixture
-    queues += [(rabbit, queue), (rabbit, f"{queue}.dlq")]
-    connection = await aio_pika.connect(rabbit)
-    try:
-        await (await connection.channel()).declare_queue(queue, durable=True)  # as the listener declares it
-    finally:
-        await connection.close()
+    queue = await fault_queue(rabbit, queues)
 
     async def send(messages: list[Sent]) -> None:
         await oracle.send_rabbit(rabbit, queue, messages)
