@@ -184,23 +184,27 @@ class IdempotencyGuard:
             if not ready.done():
                 ready.set_result(None)
             return
-        hold = self._leases.hold
+        held: list[tuple[str, str]] = []
+        forgotten: list[EarlyClaim] = []
         abandoned = ready.cancelled()  # its waiters claim at their turns: these claims are not theirs
         for early, claim in zip(batch, claims, strict=True):
-            if abandoned:
-                early.forgotten = True
-            if claim.state is ClaimState.CLAIMED and claim.token is not None:
+            token = claim.token
+            if token is not None and claim.state is ClaimState.CLAIMED:
                 early.claim = claim
-                hold(early.key, claim.token)
-                if early.forgotten:
-                    self._release_early(early)
+                held.append((early.key, token))
+                if early.forgotten or abandoned:
+                    early.forgotten = True
+                    forgotten.append(early)
             elif claim.state is ClaimState.DONE and not abandoned:
                 early.claim = claim
+        self._leases.hold_many(held)
+        for early in forgotten:
+            self._release_early(early)
         if not ready.done():
             ready.set_result(None)
 
     @staticmethod
-    async def _claimed_ahead(early: EarlyClaim) -> None:
+    async def claimed_ahead(early: EarlyClaim) -> None:
         """Wait for the batch that claims ``early`` (awaited directly, not shielded: every lane of a
         batch waits for the same future, and a shield per message costs more than the rest of the
         wait). If another waiter's cancellation cancelled it, this message claims at its turn."""
@@ -222,6 +226,31 @@ class IdempotencyGuard:
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
+    @staticmethod
+    def held_ahead(early: EarlyClaim) -> bool:
+        """Whether the batch that claimed ``early`` ahead (answered: see :meth:`claimed_ahead`) holds
+        its key: the handler may run at once, then :meth:`handled` or :meth:`failed`. Otherwise
+        :meth:`run` decides (a duplicate, a key in progress, a claim to make now)."""
+        claim = early.claim
+        return claim is not None and claim.token is not None
+
+    def handled(self, early: EarlyClaim) -> Outcome:
+        """The handler of a message whose key was :meth:`held_ahead` returned: mark the key done,
+        together with the others handled in this turn; the outcome acknowledges once it is."""
+        key, token = early.key, early.claim.token  # type: ignore[union-attr]
+        assert token is not None
+        self._leases.drop(key, token)
+        self._store_down_since = None
+        return self._complete_soon(key, token, early.message)
+
+    async def failed(self, early: EarlyClaim) -> None:
+        """The handler of a message whose key was :meth:`held_ahead` raised: free the key (awaited, so
+        that a retry of the message finds it free)."""
+        key, token = early.key, early.claim.token  # type: ignore[union-attr]
+        assert token is not None
+        self._leases.drop(key, token)
+        await self._release(self._listener_id, key, token)
+
     async def run(
         self, message: Message, payload: Any, handle: Handle, early: EarlyClaim | None = None
     ) -> Outcome:
@@ -233,7 +262,7 @@ class IdempotencyGuard:
         claim: Claim | None = None
         if early is not None:
             if not early.ready.done():
-                await self._claimed_ahead(early)
+                await self.claimed_ahead(early)
             key, claim = early.key, early.claim
         else:
             key = self._key(message, payload)

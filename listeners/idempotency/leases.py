@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Iterable
 
 from listeners.idempotency.store import IdempotencyStore
 
@@ -33,8 +34,12 @@ class LeaseKeeper:
 
     def hold(self, key: str, token: str) -> None:
         """``key`` was claimed with ``token`` and its handler starts."""
+        self.hold_many(((key, token),))
+
+    def hold_many(self, claims: Iterable[tuple[str, str]]) -> None:
+        """Each ``(key, token)`` of ``claims`` was claimed (the keys claimed ahead together)."""
         loop = asyncio.get_running_loop()
-        self._held[(key, token)] = loop.time()
+        self._held.update(dict.fromkeys(claims, loop.time()))
         if self._task is None or self._task.done():
             self._task = loop.create_task(self._renew_forever())
 

@@ -42,7 +42,7 @@ from redis.exceptions import RedisError
 
 from listeners.exceptions import IdempotencyStoreError
 from listeners.idempotency.config import RedisStoreConfig
-from listeners.idempotency.store import Claim, ClaimState, new_token, new_tokens
+from listeners.idempotency.store import Claim, ClaimState, token_base
 
 DONE = "done"
 """The value of a completed key; tokens are hex, so no token equals it."""
@@ -86,19 +86,22 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then
 end
 return 0
 """
-# ARGV[1] done marker, ARGV[2] the calls as a JSON array of [operation (c claim, d complete, r release,
-# e extend), key, token, lease or ttl (ms)] -> the calls' replies joined by newlines: a claim
-# "state:pttl", the others "1" or "0", a failed call "!error". Each operation is its lone script's, on
-# the time the batch started (expiry is judged at a script's start). One JSON argument instead of four
-# per call: redis-py encodes every argument in Python, which cost more than the server's work.
+# ARGV[1] done marker, ARGV[2] the calls as a JSON array, one entry per caller: [operation (c claim,
+# d complete, r release, e extend), lease or ttl (ms), key prefix, [keys], tokens] where tokens is one
+# base for a claim (the i-th key's token is the base followed by i - 1 in hex, as ``new_tokens`` makes
+# them) and a list for the others -> one reply per caller: a character per key (a claim's state, 1 2 3;
+# the others' 1 or 0; ! for a failed operation), then one line per in-progress claim (its PTTL) and per
+# failed operation (its error), in key order. Each operation is its lone script's, on the time the batch
+# started (expiry is judged at a script's start). One JSON argument, keys without their prefix and
+# claim tokens made here: redis-py encodes every argument in Python, which cost more than the
+# server's work.
 BATCH_SCRIPT = """
 local done = ARGV[1]
 local function run(op, key, token, ms)
   if op == 'c' then
-    if redis.call('SET', key, token, 'NX', 'PX', ms) then return '1:0' end
-    local state = 3
-    if redis.call('GET', key) == done then state = 2 end
-    return state .. ':' .. redis.call('PTTL', key)
+    if redis.call('SET', key, token, 'NX', 'PX', ms) then return '1' end
+    if redis.call('GET', key) == done then return '2' end
+    return '3', redis.call('PTTL', key)
   end
   if redis.call('GET', key) ~= token then return '0' end
   if op == 'd' then
@@ -110,26 +113,52 @@ local function run(op, key, token, ms)
   end
   return '1'
 end
-local calls = cjson.decode(ARGV[2])
 local replies = {}
-for i, call in ipairs(calls) do
-  local ok, reply = pcall(run, call[1], call[2], call[3], call[4])
-  if not ok then
-    local message = reply
-    if type(reply) == 'table' then message = reply.err or 'error' end
-    reply = '!' .. string.gsub(tostring(message), '\\n', ' ')
+for g, call in ipairs(cjson.decode(ARGV[2])) do
+  local op, ms, prefix, keys, tokens = call[1], call[2], call[3], call[4], call[5]
+  local states, lines = {}, {}
+  for i, key in ipairs(keys) do
+    local token
+    if op == 'c' then token = tokens .. string.format('%x', i - 1) else token = tokens[i] end
+    local ok, state, extra = pcall(run, op, prefix .. key, token, ms)
+    if not ok then
+      local message = state
+      if type(state) == 'table' then message = state.err or 'error' end
+      state, extra = '!', string.gsub(tostring(message), '\\n', ' ')
+    end
+    states[i] = state
+    if extra then lines[#lines + 1] = extra end
   end
-  replies[i] = reply
+  if #lines > 0 then
+    replies[g] = table.concat(states) .. '\\n' .. table.concat(lines, '\\n')
+  else
+    replies[g] = table.concat(states)
+  end
 end
-return table.concat(replies, '\\n')
+return replies
 """
 
 _CLAIM, _COMPLETE, _RELEASE, _EXTEND = "c", "d", "r", "e"
 
-_Call = tuple[str, list[tuple[str, str]], int, "asyncio.Future[list[Any]]"]
-"""One caller's queued operations: their code (``_CLAIM`` ...), ``(key, token)`` pairs (one, or a whole
-``claim_many``/``complete_many``), the lease or ttl (ms), and the future the caller awaits: the replies
-in order (a claim's ``[state, pttl]``, the others' ``1`` or ``0``, a failed operation's error)."""
+
+class _Call:
+    """One caller's operations of one kind, queued for this turn's round trip."""
+
+    __slots__ = ("future", "keys", "millis", "operation", "prefix", "tokens")
+
+    def __init__(
+        self, operation: str, prefix: str, keys: Sequence[str], tokens: str | Sequence[str], millis: int
+    ) -> None:
+        self.operation = operation
+        self.prefix = prefix
+        self.keys = keys
+        self.tokens = tokens
+        """A claim's token base (see ``new_tokens``), the other operations' tokens."""
+        self.millis = millis
+        """The lease or ttl."""
+        self.future: asyncio.Future[list[Any]] = asyncio.get_running_loop().create_future()
+        """The replies, in key order: a claim's ``Claim``, the others' ``1`` or ``0``, a failed
+        operation's error."""
 
 
 class RedisIdempotencyStore:
@@ -154,6 +183,7 @@ class RedisIdempotencyStore:
         self._batch: list[_Call] | None = None
         """The calls of this turn, sent by the flush the first of them scheduled."""
         self._batch_operations = 0  # in self._batch
+        self._prefixes: dict[str, str] = {}  # namespace -> key prefix
         self._sending: set[asyncio.Task[None]] = set()
 
     @property
@@ -198,29 +228,25 @@ class RedisIdempotencyStore:
         self._extend, self._batch_script = extend, batch
 
     async def claim(self, namespace: str, key: str, *, lease: float) -> Claim:
-        token = new_token()
-        return _claim(await self._call(_CLAIM, self._key(namespace, key), token, _millis(lease)), token)
+        [claim] = await self.claim_many(namespace, (key,), lease=lease)
+        return claim
 
     async def claim_many(self, namespace: str, keys: Sequence[str], *, lease: float) -> list[Claim]:
-        tokens = new_tokens(len(keys))
-        prefix = self._prefix(namespace)
-        operations = [(prefix + key, token) for key, token in zip(keys, tokens, strict=True)]
-        replies = _first_error_raised(await self._enqueue(_CLAIM, operations, _millis(lease)))
-        return [_claim(reply, token) for reply, token in zip(replies, tokens, strict=True)]
+        return await self._enqueue(_CLAIM, namespace, keys, token_base(), lease)
 
     async def complete(self, namespace: str, key: str, token: str, *, ttl: float) -> None:
-        await self._call(_COMPLETE, self._key(namespace, key), token, _millis(ttl))
+        await self._call(_COMPLETE, namespace, key, token, ttl)
 
     async def complete_many(self, namespace: str, claims: Sequence[tuple[str, str]], *, ttl: float) -> None:
-        prefix = self._prefix(namespace)
-        operations = [(prefix + key, token) for key, token in claims]
-        _first_error_raised(await self._enqueue(_COMPLETE, operations, _millis(ttl)))
+        keys = [key for key, _ in claims]
+        tokens = [token for _, token in claims]
+        await self._enqueue(_COMPLETE, namespace, keys, tokens, ttl)
 
     async def release(self, namespace: str, key: str, token: str) -> None:
-        await self._call(_RELEASE, self._key(namespace, key), token, 0)
+        await self._call(_RELEASE, namespace, key, token, 0.001)
 
     async def extend(self, namespace: str, key: str, token: str, *, lease: float) -> bool:
-        return int(await self._call(_EXTEND, self._key(namespace, key), token, _millis(lease))) == 1
+        return int(await self._call(_EXTEND, namespace, key, token, lease)) == 1
 
     async def close(self) -> None:
         if self._batch is not None:  # calls of this turn not flushed yet
@@ -235,24 +261,29 @@ class RedisIdempotencyStore:
             except (RedisError, OSError) as error:
                 raise self._error("cannot close", error) from error
 
-    def _key(self, namespace: str, key: str) -> str:
-        return self._prefix(namespace) + key
-
     def _prefix(self, namespace: str) -> str:
         # The namespace is escaped so that ':' ends it unambiguously (listener "a", key "b:c" is not
         # listener "a:b", key "c"); keys stay as they are, readable in redis-cli.
-        escaped = namespace.replace("%", "%25").replace(":", "%3A")
-        return f"{self._config.prefix}{escaped}:"
+        prefix = self._prefixes.get(namespace)
+        if prefix is None:
+            escaped = namespace.replace("%", "%25").replace(":", "%3A")
+            prefix = self._prefixes[namespace] = f"{self._config.prefix}{escaped}:"
+        return prefix
 
-    async def _call(self, operation: str, key: str, token: str, millis: int) -> Any:
+    async def _call(self, operation: str, namespace: str, key: str, token: str, seconds: float) -> Any:
         """Run one operation, in one round trip with every other call made in this event-loop turn."""
-        return _first_error_raised(await self._enqueue(operation, [(key, token)], millis))[0]
+        return (await self._enqueue(operation, namespace, (key,), (token,), seconds))[0]
 
     def _enqueue(
-        self, operation: str, operations: list[tuple[str, str]], millis: int
+        self,
+        operation: str,
+        namespace: str,
+        keys: Sequence[str],
+        tokens: str | Sequence[str],
+        seconds: float,
     ) -> asyncio.Future[list[Any]]:
-        """Add ``operations`` (``(key, token)`` pairs of one kind) to this turn's batch; the returned
-        future gets their replies, in order.
+        """Add the operations on ``keys`` (one kind) to this turn's batch; the returned future gets
+        their replies, in order.
 
         The first call of a turn schedules the flush (``call_soon``: after the calls of this turn);
         the flush sends the batch through a task that answers every caller, so cancelling one of them
@@ -260,26 +291,25 @@ class RedisIdempotencyStore:
         """
         if self._client is None:
             raise IdempotencyStoreError(f"Redis idempotency store {self._where} is not started")
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[list[Any]] = loop.create_future()
-        if not operations:
-            future.set_result([])
-            return future
+        call = _Call(operation, self._prefix(namespace), keys, tokens, _millis(seconds))
+        if not keys:
+            call.future.set_result([])
+            return call.future
         batch = self._batch
         if batch is None:
             batch = self._batch = []
             self._batch_operations = 0
-            loop.call_soon(self._flush_turn, batch)
-        batch.append((operation, operations, millis, future))
-        self._batch_operations += len(operations)
+            asyncio.get_running_loop().call_soon(self._flush_turn, batch)
+        batch.append(call)
+        self._batch_operations += len(keys)
         if self._batch_operations >= MAX_BATCH:
             self._batch = None  # full: its flush sends it; later calls start another
-        return future
+        return call.future
 
     def _flush_turn(self, batch: list[_Call]) -> None:
         if self._batch is batch:
             self._batch = None
-        wanted = [call for call in batch if not call[3].done()]  # callers cancelled meanwhile: not sent
+        wanted = [call for call in batch if not call.future.done()]  # cancelled meanwhile: not sent
         batch.clear()  # sent once, whether by its scheduled flush or by close()
         if wanted:
             self._flush(wanted)
@@ -295,69 +325,88 @@ class RedisIdempotencyStore:
         If the round trip fails (connection, timeout, server), every caller gets the store error.
         """
         try:
-            lone = len(batch) == 1 and len(batch[0][1]) == 1
-            replies = await (self._one(batch[0]) if lone else self._many(batch))
+            replies: list[list[Any] | IdempotencyStoreError]
+            if len(batch) == 1 and len(batch[0].keys) == 1:
+                replies = [await self._one(batch[0])]
+            else:
+                replies = await self._many(batch)
         except BaseException as error:
-            for *_, future in batch:
-                if not future.done():
-                    future.set_exception(self._failure(error))
+            for call in batch:
+                if not call.future.done():
+                    call.future.set_exception(self._failure(error))
             if not isinstance(error, (RedisError, OSError, IdempotencyStoreError)):
                 raise
             return
-        start = 0
-        for _, operations, _, future in batch:
-            end = start + len(operations)
-            if not future.done():
-                future.set_result(replies[start:end])
-            start = end
+        for call, reply in zip(batch, replies, strict=True):
+            if call.future.done():
+                continue
+            if isinstance(reply, IdempotencyStoreError):
+                call.future.set_exception(reply)
+            else:
+                call.future.set_result(reply)
 
     async def _one(self, call: _Call) -> list[Any]:
         """A lone operation: one ``EVALSHA`` of its own script."""
-        operation, [(key, token)], millis, _ = call
+        operation, millis, key = call.operation, call.millis, call.prefix + call.keys[0]
         args: tuple[str | int, ...]
         if operation == _CLAIM:
-            script, args = self._claim, (token, millis, DONE)
-        elif operation == _COMPLETE:
+            token = f"{call.tokens}0"
+            reply = await self._script(self._claim)(keys=[key], args=(token, millis, DONE))
+            return [_claim(reply, token)]
+        token = call.tokens[0]
+        if operation == _COMPLETE:
             script, args = self._complete, (token, DONE, millis)
         elif operation == _EXTEND:
             script, args = self._extend, (token, millis)
         else:
             script, args = self._release, (token,)
-        if script is None:
-            raise IdempotencyStoreError(f"Redis idempotency store {self._where} is not started")
-        return [await script(keys=[key], args=args)]
+        return [await self._script(script)(keys=[key], args=args)]
 
-    async def _many(self, batch: list[_Call]) -> list[Any]:
-        """Several calls: one ``EVALSHA`` of the batch script; a call that failed gets its error."""
-        script = self._batch_script
-        if script is None:
-            raise IdempotencyStoreError(f"Redis idempotency store {self._where} is not started")
+    async def _many(self, batch: list[_Call]) -> list[list[Any] | IdempotencyStoreError]:
+        """Several calls: one ``EVALSHA`` of the batch script; each call's replies (or its error), in
+        order."""
         calls = json.dumps(
-            [
-                [operation, key, token, millis]
-                for operation, operations, millis, _ in batch
-                for key, token in operations
-            ],
+            [[call.operation, call.millis, call.prefix, call.keys, call.tokens] for call in batch],
             ensure_ascii=False,
         )
-        lines = str(await script(keys=[], args=[DONE, calls])).split("\n")
-        expected = sum(len(operations) for _, operations, _, _ in batch)
-        if len(lines) != expected:
+        replies = await self._script(self._batch_script)(keys=[], args=[DONE, calls])
+        if not isinstance(replies, list) or len(replies) != len(batch):
             raise IdempotencyStoreError(
-                f"Redis idempotency store {self._where} answered {len(lines)} replies to {expected} calls"
+                f"Redis idempotency store {self._where} answered {replies!r:.80} to {len(batch)} calls"
             )
-        replies: list[Any] = []
-        position = 0
-        for operation, operations, _, _ in batch:
-            for line in lines[position : position + len(operations)]:
-                if line.startswith("!"):
-                    replies.append(self._error("failed", line[1:]))
-                elif operation == _CLAIM:
-                    replies.append(line.split(":"))
-                else:
-                    replies.append(int(line))
-            position += len(operations)
-        return replies
+        return [self._replies(call, str(reply)) for call, reply in zip(batch, replies, strict=True)]
+
+    def _replies(self, call: _Call, reply: str) -> list[Any] | IdempotencyStoreError:
+        """One call's replies from its entry of the batch script's answer (see ``BATCH_SCRIPT``), or the
+        error of its first failed operation."""
+        count = len(call.keys)
+        states = reply[:count]
+        if len(states) != count:
+            return IdempotencyStoreError(
+                f"Redis idempotency store {self._where} answered {len(states)} replies to {count} operations"
+            )
+        lines = reply[count + 1 :].split("\n")
+        if "!" in states:
+            return self._error("failed", lines[[state for state in states if state in "3!"].index("!")])
+        if call.operation != _CLAIM:
+            return list(map(int, states))
+        base = call.tokens
+        if len(reply) == count and states.count("1") == count:  # every key claimed: the common answer
+            return [Claim(ClaimState.CLAIMED, f"{base}{index:x}") for index in range(count)]
+        waits = iter(lines)
+        return [
+            Claim(ClaimState.CLAIMED, f"{base}{index:x}")
+            if state == "1"
+            else _DONE_CLAIM
+            if state == "2"
+            else _in_progress(int(next(waits)))
+            for index, state in enumerate(states)
+        ]
+
+    def _script(self, script: AsyncScript | None) -> AsyncScript:
+        if script is None:
+            raise IdempotencyStoreError(f"Redis idempotency store {self._where} is not started")
+        return script
 
     def _failure(self, error: BaseException) -> IdempotencyStoreError:
         """The error one caller of a failed round trip gets (each its own instance)."""
@@ -389,21 +438,20 @@ def redacted(url: str) -> str:
     return f"{parts.scheme}://{netloc}{parts.path}"
 
 
-def _first_error_raised(replies: list[Any]) -> list[Any]:
-    """``replies`` of one caller's operations, or the first operation's error among them raised."""
-    for reply in replies:
-        if isinstance(reply, BaseException):
-            raise reply
-    return replies
+_DONE_CLAIM = Claim(ClaimState.DONE)
 
 
 def _claim(reply: Any, token: str) -> Claim:
-    """A claim from its script's reply ``[state, pttl]``."""
+    """A claim from the lone claim script's reply ``[state, pttl]``."""
     state, pttl = int(reply[0]), int(reply[1])
     if state == _CLAIMED:
         return Claim(ClaimState.CLAIMED, token)
     if state == _DONE:
-        return Claim(ClaimState.DONE)
+        return _DONE_CLAIM
+    return _in_progress(pttl)
+
+
+def _in_progress(pttl: int) -> Claim:
     return Claim(ClaimState.IN_PROGRESS, retry_after=pttl / 1000 if pttl > 0 else None)
 
 

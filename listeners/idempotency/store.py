@@ -27,9 +27,10 @@ class ClaimState(enum.Enum):
     """It was handled already (within its TTL)."""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Claim:
-    """The answer to :meth:`IdempotencyStore.claim`.
+    """The answer to :meth:`IdempotencyStore.claim` (a value: not changed once made; not frozen, which
+    would make each of the many a batch of claims creates cost twice as much).
 
     ``token`` identifies the caller's claim (CLAIMED only). ``retry_after`` is how many seconds are
     left on another worker's lease (IN_PROGRESS only, when the store knows).
@@ -127,8 +128,13 @@ def new_token() -> str:
     return secrets.token_hex(16)
 
 
+def token_base() -> str:
+    """The random part (96 bits) of claim tokens made together: the ``i``-th is the base followed by
+    ``i`` in hex (:func:`new_tokens`), one system call for all of them instead of one per token."""
+    return secrets.token_hex(12)
+
+
 def new_tokens(count: int) -> list[str]:
-    """``count`` claim tokens, unique like :func:`new_token`'s: one random part (96 bits) with a
-    counter, one system call for all of them instead of one per token."""
-    base = secrets.token_hex(12)
+    """``count`` claim tokens, unique like :func:`new_token`'s (see :func:`token_base`)."""
+    base = token_base()
     return [f"{base}{index:x}" for index in range(count)]

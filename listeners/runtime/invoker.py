@@ -67,6 +67,9 @@ class Invoker:
         payload_builder = dict(self._builders).get(plan.payload) if plan.payload is not None else None
         self._payload_reader = payload_builder or self._key_payload
         self._other_builders = [(name, build) for name, build in self._builders if name != plan.payload]
+        # A key claimed ahead: an async handler that needs no transaction is called inline (see __call__).
+        self._claimed_call = plan.is_async and not plan.transactions
+        self._payload_only = only_payload
 
     async def __call__(self, message: Message) -> Outcome:
         decode = self._decode_only
@@ -82,9 +85,29 @@ class Invoker:
         guard = self._guard
         early = guard.take(message) if guard is not None else None
         if guard is not None and early is not None:  # decoded when accepted: build the other arguments
-            arguments = {name: build(message) for name, build in self._other_builders}
-            if self._payload_name is not None:
-                arguments[self._payload_name] = early.payload
+            if self._payload_only:
+                arguments = None
+            else:
+                arguments = {name: build(message) for name, build in self._other_builders}
+                if self._payload_name is not None:
+                    arguments[self._payload_name] = early.payload
+            if not early.ready.done():
+                await guard.claimed_ahead(early)
+            if self._claimed_call and guard.held_ahead(early):
+                # The common case inline (no coroutines of the guard's around the handler's).
+                try:
+                    if arguments is None:
+                        result = await self._handler(early.payload)
+                    else:
+                        result = await self._handler(**arguments)
+                    if result is not None and self._forward is not None:
+                        await self._forward(result, message)
+                except BaseException:
+                    await guard.failed(early)
+                    raise
+                return guard.handled(early)
+            if arguments is None:
+                arguments = {self._payload_name: early.payload} if self._payload_name is not None else {}
             return await guard.run(
                 message, early.payload, functools.partial(self._call, message, arguments), early
             )

@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 
-from listeners.idempotency.store import ClaimState, IdempotencyStore
+from listeners.idempotency.store import BatchingStore, ClaimState, IdempotencyStore
 
 SHORT = 0.3
 """Seconds a short lease or TTL lasts in these tests."""
@@ -120,3 +120,46 @@ class StoreSuite:
         assert claim.token is not None
         await asyncio.sleep(PAST_SHORT)
         assert not await store.extend(ns, "order-10", claim.token, lease=LONG), "another may hold it now"
+
+
+class BatchingStoreSuite:
+    """What a :class:`~listeners.idempotency.store.BatchingStore` adds: many claims and completes per call,
+    each answered as the lone call would be, in order."""
+
+    async def test_a_batch_of_claims_answers_each_key_in_order(self, store: IdempotencyStore) -> None:
+        assert isinstance(store, BatchingStore)
+        ns = namespace()
+        held = await store.claim(ns, "held", lease=LONG)
+        done = await store.claim(ns, "done", lease=LONG)
+        assert held.token is not None
+        assert done.token is not None
+        await store.complete(ns, "done", done.token, ttl=LONG)
+
+        keys = ["free-1", "held", "done", "free-2", "held", "free-1"]
+        claims = await store.claim_many(ns, keys, lease=LONG)
+        assert [claim.state for claim in claims] == [
+            ClaimState.CLAIMED,
+            ClaimState.IN_PROGRESS,
+            ClaimState.DONE,
+            ClaimState.CLAIMED,
+            ClaimState.IN_PROGRESS,
+            ClaimState.IN_PROGRESS,  # claimed by this batch's first entry
+        ]
+        assert claims[0].token
+        assert claims[3].token
+        assert claims[0].token != claims[3].token
+        assert all(claim.token is None for claim in claims[1:3] + claims[4:])
+        assert all(claim.retry_after is None or 0 < claim.retry_after <= LONG for claim in claims[1::4])
+
+        # The tokens are the keys' own: completing with them works, with another does not.
+        completes = [("free-1", str(claims[0].token)), ("free-2", "not-its-token")]
+        await store.complete_many(ns, completes, ttl=LONG)
+        again = await store.claim_many(ns, ["free-1", "free-2"], lease=LONG)
+        assert [claim.state for claim in again] == [ClaimState.DONE, ClaimState.IN_PROGRESS]
+        await store.release(ns, "free-2", str(claims[3].token))
+        assert (await store.claim(ns, "free-2", lease=LONG)).state is ClaimState.CLAIMED
+
+    async def test_an_empty_batch_is_no_call(self, store: IdempotencyStore) -> None:
+        assert isinstance(store, BatchingStore)
+        assert await store.claim_many(namespace(), [], lease=LONG) == []
+        await store.complete_many(namespace(), [], ttl=LONG)

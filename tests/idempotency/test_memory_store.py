@@ -9,10 +9,10 @@ import pytest
 from listeners import ManualClock
 from listeners.idempotency.memory import MemoryIdempotencyStore
 from listeners.idempotency.store import ClaimState
-from tests.idempotency.store_suite import StoreSuite
+from tests.idempotency.store_suite import BatchingStoreSuite, StoreSuite
 
 
-class TestMemoryStore(StoreSuite):
+class TestMemoryStore(StoreSuite, BatchingStoreSuite):
     @pytest.fixture
     async def store(self) -> AsyncIterator[MemoryIdempotencyStore]:
         store = MemoryIdempotencyStore()

@@ -22,7 +22,7 @@ from listeners.exceptions import IdempotencyStoreError
 from listeners.idempotency.config import RedisStoreConfig
 from listeners.idempotency.redis import DONE, MAX_BATCH, RedisIdempotencyStore, redacted
 from listeners.idempotency.store import ClaimState
-from tests.idempotency.store_suite import StoreSuite
+from tests.idempotency.store_suite import BatchingStoreSuite, StoreSuite
 
 pytestmark = pytest.mark.redis
 
@@ -61,7 +61,7 @@ async def make_store(redis: str, prefix: str, client: Redis) -> AsyncIterator[Fa
         await client.delete(*keys)
 
 
-class TestRedisStore(StoreSuite):
+class TestRedisStore(StoreSuite, BatchingStoreSuite):
     @pytest.fixture
     async def store(self, make_store: Factory) -> RedisIdempotencyStore:
         return await make_store()
@@ -164,7 +164,8 @@ async def test_each_operation_is_one_round_trip(make_store: Factory, monkeypatch
 def commands(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, int]]:
     """Every command any client sends from now on, as (name, number of calls of an EVALSHA): one entry
     per round trip (the store sends no pipelines). A lone call's script takes its one key; the batch
-    script takes none, its calls being a JSON array in its last argument."""
+    script takes none, its callers' calls being a JSON array in its last argument (each caller's keys
+    are its entry's fourth item)."""
     sent: list[tuple[str, int]] = []
     send = Redis.execute_command
 
@@ -172,7 +173,7 @@ def commands(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, int]]:
         if args[0] != "EVALSHA":
             return 0
         keys = int(args[2])
-        return keys if keys else len(json.loads(args[-1]))
+        return keys if keys else sum(len(call[3]) for call in json.loads(args[-1]))
 
     async def counting(self: Redis, *args: Any, **options: Any) -> Any:
         sent.append((str(args[0]), calls(args)))
@@ -343,6 +344,25 @@ async def test_one_failing_call_of_a_batch_fails_only_its_caller(
     for result in (before, after):
         assert not isinstance(result, BaseException)
         assert result.state is ClaimState.CLAIMED
+
+
+async def test_a_failed_key_in_a_batch_of_claims_fails_that_call_with_its_own_error(
+    make_store: Factory, client: Redis, prefix: str
+) -> None:
+    """The batch script answers in-progress waits and errors on lines after the states, in key order:
+    the call gets the error of its failed key (not the wait of the held key before it)."""
+    store = await make_store()
+    assert (await store.claim("l", "held", lease=60)).state is ClaimState.CLAIMED
+    await client.hset(f"{prefix}l:a-hash", "field", "value")
+    batch, beside = await asyncio.gather(
+        store.claim_many("l", ["free", "held", "a-hash", "other"], lease=60),
+        store.claim("l", "beside", lease=60),
+        return_exceptions=True,
+    )
+    assert isinstance(batch, IdempotencyStoreError)
+    assert "WRONGTYPE" in str(batch)
+    assert not isinstance(beside, BaseException)
+    assert beside.state is ClaimState.CLAIMED
 
 
 async def test_a_caller_cancelled_before_its_batch_left_does_not_hold_up_the_others(
