@@ -110,16 +110,10 @@ class _Publisher:
         delay: float | None = None,
     ) -> Envelope:
         body, content_type = self._codec.encode(value)
-        return Envelope(
-            destination=destination,
-            body=body,
-            key=key,
-            routing_key=routing_key,
-            headers=header_pairs(headers),
-            partition=partition,
-            content_type=content_type,
-            delay=delay,
-        )
+        pairs = header_pairs(headers) if headers else ()
+        # Positional: keyword arguments cost a measurable share of a pipelined send (field order of
+        # Envelope: destination, body, key, routing_key, headers, partition, content_type, delay).
+        return Envelope(destination, body, key, routing_key, pairs, partition, content_type, delay)
 
     async def _transport(self) -> Transport:
         return await self._transports.started(self.kind)

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from typing_extensions import TypedDict  # pydantic needs typing_extensions.TypedDict on Python < 3.12
 
 from listeners.codec.base import Codec
@@ -182,6 +182,25 @@ def test_pydantic_model_is_sent_as_json(codec: JsonCodec) -> None:
 
     assert json.loads(body) == {"id": 1, "item": "pen"}
     assert content_type == JSON
+
+
+def test_a_model_is_sent_byte_for_byte_as_model_dump_json_gives_it(codec: JsonCodec) -> None:
+    """Encoding goes straight to the model's compiled serializer: its config (aliases, exclusions)
+    still applies, and a subclass's instance is encoded with its own fields, not its parent's."""
+
+    class Aliased(BaseModel):
+        model_config = ConfigDict(serialize_by_alias=True)
+        order_id: int = Field(alias="orderId")
+        note: str = Field(default="x", exclude=True)
+
+    class Child(Aliased):
+        extra: str = "é"
+
+    for value in (Aliased(orderId=1), Child(orderId=2), Aliased(orderId=3)):  # the second time: cached
+        body, content_type = codec.encode(value)
+        assert body == value.model_dump_json().encode()
+        assert content_type == JSON
+    assert json.loads(codec.encode(Child(orderId=2))[0]) == {"orderId": 2, "extra": "é"}
 
 
 def test_dataclass_is_sent_as_json(codec: JsonCodec) -> None:
