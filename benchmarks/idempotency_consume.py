@@ -6,9 +6,9 @@ partition|key --messages N --bootstrap X --topic T --group G [store options]``
 The application is the Kafka consume suite's (``benchmarks.app``: a ``@kafka_listener`` method taking
 the pydantic payload and only counting), declared with ``idempotency_key="order_id"`` (distinct in
 every record, so every message is claimed, handled and completed) and ``idempotency: {store: S}``;
-``none`` declares no key. ``--ordering`` and ``max_in_flight`` 256 are set on the listener, every other
-option is at its default. Timed from the first handled message to the N-th (the group join and the
-store's start are not measured). The store's connection comes from ``--sqlite-path``,
+``none`` declares no key. ``--ordering`` and ``--max-in-flight`` (default 256) are set on the
+listener, every other option is at its default. Timed from the first handled message to the N-th
+(the group join and the store's start are not measured). The store's connection comes from ``--sqlite-path``,
 ``--redis-url``/``--redis-prefix`` or ``--postgres-dsn``/``--postgres-table``; the driver
 (``benchmarks.idempotency_suite``) makes them unique per run and checks and removes what they hold.
 """
@@ -61,7 +61,7 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
         id=LISTENER_ID,
         group_id=args.group,
         ordering=args.ordering,
-        max_in_flight=MAX_IN_FLIGHT,
+        max_in_flight=args.max_in_flight,
         **keyed,
     )
     overrides = {
@@ -112,6 +112,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--topic", required=True, help="a topic holding --messages records")
     parser.add_argument("--group", required=True, help="consumer group; must be new")
     parser.add_argument("--max-poll-records", type=int, default=500)
+    parser.add_argument("--max-in-flight", type=int, default=MAX_IN_FLIGHT, help="the listener's option")
     parser.add_argument("--consumer-options", type=json.loads, default={}, help="as JSON")
     parser.add_argument("--sqlite-path", help="the SQLite store's database file")
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/0")

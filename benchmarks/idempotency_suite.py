@@ -4,11 +4,11 @@ Starts the broker once (as the Kafka suite does) and produces ONE topic (not mea
 consumes from the start with a fresh consumer group. The cases are every store (``none``, ``memory``,
 ``sqlite``, ``redis``, ``postgres``) under ``ordering: partition`` (the Kafka default: one message at a
 time per partition) and ``ordering: key`` (the records' 1000 keys in flight side by side, up to
-``max_in_flight`` 256), interleaved, each run in its own subprocess (``benchmarks.idempotency_consume``)
-with a fresh store: a new SQLite file, a new Redis key prefix, a new PostgreSQL table. A run passes when
-its group committed every record, the listener processed N messages and skipped none as duplicates,
-and the store holds N done keys (SQLite, Redis, PostgreSQL); the keys, file and table are removed after
-the check.
+``max_in_flight``: 256 unless ``--idempotency-max-in-flight``), interleaved, each run in its own
+subprocess (``benchmarks.idempotency_consume``) with a fresh store: a new SQLite file, a new Redis key
+prefix, a new PostgreSQL table. A run passes when its group committed every record, the listener
+processed N messages and skipped none as duplicates, and the store holds N done keys (SQLite, Redis,
+PostgreSQL); the keys, file and table are removed after the check.
 """
 
 from __future__ import annotations
@@ -56,6 +56,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     group.add_argument(
         "--orderings", default=",".join(ORDERINGS), help=f"comma-separated (default {','.join(ORDERINGS)})"
+    )
+    group.add_argument(
+        "--idempotency-max-in-flight",
+        type=int,
+        default=MAX_IN_FLIGHT,
+        help=f"the listener's max_in_flight in every case (default {MAX_IN_FLIGHT}, listeners' default)",
     )
     group.add_argument(
         "--redis-url",
@@ -176,6 +182,7 @@ def measure_case(
         "--store", store, "--ordering", ordering, "--messages", str(messages),
         "--bootstrap", broker.bootstrap, "--topic", topic, "--group", group,
         "--max-poll-records", str(args.max_poll_records),
+        "--max-in-flight", str(args.idempotency_max_in_flight),
         "--consumer-options", json.dumps(consumer_options(broker, args)),
         "--timeout", str(args.timeout),
     ]  # fmt: skip
@@ -304,7 +311,7 @@ def run(args: argparse.Namespace, results: Path) -> bool:
                 "runs": runs,
                 "partitions": args.partitions,
                 "max_poll_records": args.max_poll_records,
-                "max_in_flight": MAX_IN_FLIGHT,
+                "max_in_flight": args.idempotency_max_in_flight,
                 "idempotency_key": "order_id (distinct per record: every message claimed and completed)",
                 "record_keys": "1000 distinct keys (ordering: key runs them side by side)",
                 "data": "one topic produced before the first run; each run consumes it with a new group",
