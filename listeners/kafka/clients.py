@@ -55,6 +55,13 @@ def consumer_options(config: KafkaConfig, endpoint: Endpoint) -> dict[str, Any]:
     }
 
 
+def session_timeout(config: KafkaConfig) -> float:
+    """Seconds the group waits for a silent member before it hands that member's partitions to others
+    (``session_timeout_ms`` passed through, else aiokafka's default)."""
+    default = inspect.signature(AIOKafkaConsumer).parameters["session_timeout_ms"].default
+    return float(config.consumer.get("session_timeout_ms", default)) / 1000
+
+
 def producer_options(config: KafkaConfig) -> dict[str, Any]:
     """Arguments for the transport's producer."""
     producer = config.producer

@@ -9,6 +9,13 @@ handlers (aiokafka#848); it resumes once there is room. Finished offsets are com
 records, on revoke (after draining that partition's in-flight records within ``revoke_timeout``),
 and before the consumer stops.
 
+A process that did not run for longer than the group's session timeout (stopped, swapped out, its event
+loop blocked) has most likely been replaced in the group while it could not say otherwise; records it
+fetched just before or right after would be handled twice. The fetch loop notices the gap (a watchdog
+ticks a few times per session timeout) before it hands anything out, hands out nothing more, and asks
+aiokafka to rejoin: the revoke that follows releases what had not started, and the next assignment
+resumes.
+
 Besides the listener's topics the consumer reads their retry and delay topics
 (:mod:`listeners.kafka.topics`), whose records wait for their due time with their partition paused
 (:mod:`listeners.kafka.pause_until_due`). What it hands out is settled by a
@@ -29,6 +36,7 @@ from typing import TYPE_CHECKING
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.structs import ConsumerRecord
 
+from listeners.kafka.clients import session_timeout
 from listeners.kafka.commits import HeldPartition, commit_fetched, commit_finished
 from listeners.kafka.config import KafkaConfig
 from listeners.kafka.delay import record_topic
@@ -91,7 +99,11 @@ class ConsumerWorker(ConsumerRebalanceListener):  # type: ignore[misc]
         self._joined = False  # between an assignment (even an empty one) and the next revoke
         self._failing = False  # the last poll failed (broker unreachable, ...)
         self._out_of_group = False  # the coordinator was lost (logged once until it is back)
+        self._rejoining = False  # asked to rejoin after a stall, until the next assignment
+        self._session = session_timeout(config)
+        self._alive_at = time.monotonic()  # the watchdog's last tick
         self._task: asyncio.Task[None] | None = None
+        self._watchdog: asyncio.Task[None] | None = None
 
     @property
     def consuming(self) -> bool:
@@ -103,10 +115,39 @@ class ConsumerWorker(ConsumerRebalanceListener):  # type: ignore[misc]
         session or its connection breaks, and keeps retrying without raising; until it is back,
         records handed out could be another member's. (Before the first assignment it is not known
         yet either: that is joining, not lost, and ``_joined`` is still False.)"""
+        if self._rejoining:
+            return False
         coordinator = getattr(self._consumer, "_coordinator", None)
         if coordinator is None or not hasattr(coordinator, "coordinator_id"):
             return True  # no group coordination to lose (or an aiokafka without these internals)
         return coordinator.coordinator_id is not None
+
+    def _check_stall(self) -> None:
+        """Rejoin if the process did not run for longer than the session timeout (see the module
+        docstring); from then on :meth:`_in_group` is False until the next assignment."""
+        stalled = time.monotonic() - self._alive_at
+        if stalled <= self._session or not self._joined or self._rejoining:
+            return
+        coordinator = getattr(self._consumer, "_coordinator", None)
+        if coordinator is None or not hasattr(coordinator, "request_rejoin"):
+            return  # no group to rejoin (or an aiokafka without it): its heartbeat finds out
+        coordinator.request_rejoin()
+        self._rejoining = True
+        log.warning(
+            "listener %s: this process did not run for %.1fs, longer than the session timeout (%.3gs): "
+            "the group may have handed its partitions to another member; handing out nothing until it "
+            "has rejoined group %s",
+            self._endpoint.listener_id, stalled, self._session, self._endpoint.group_id,
+        )  # fmt: skip
+
+    async def _watch_for_stalls(self) -> None:
+        """Tick a few times per session timeout; a tick that comes late by more than the session
+        timeout means the process did not run meanwhile."""
+        tick = self._session / 4
+        while True:
+            await asyncio.sleep(tick)
+            self._check_stall()
+            self._alive_at = time.monotonic()
 
     def consumer_lag(self) -> Iterator[tuple[str, int, int]]:
         """``(topic, partition, high watermark - committed offset)`` of the assigned partitions whose
@@ -136,15 +177,18 @@ class ConsumerWorker(ConsumerRebalanceListener):  # type: ignore[misc]
             raise translate(error, f"starting a consumer of listener {self._endpoint.listener_id}") from error
         self._topics.subscribe(self._consumer, delay_topics, listener=self)
         self._fetching = True
+        self._alive_at = time.monotonic()
+        self._watchdog = asyncio.ensure_future(self._watch_for_stalls())
         self._task = asyncio.ensure_future(self._fetch_loop())
 
     async def stop_fetching(self) -> None:
         """Stop polling; records not yet handed out are dropped (they are not committed)."""
         self._fetching = False
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        for task in (self._task, self._watchdog):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         self._backlog.clear()
 
     async def close(self) -> None:
@@ -180,6 +224,7 @@ class ConsumerWorker(ConsumerRebalanceListener):  # type: ignore[misc]
                 await asyncio.sleep(delay)
 
     async def _poll_once(self) -> None:
+        self._check_stall()
         if self._joined and not self._in_group():
             # Hand nothing out and commit nothing while the group has lost this member; aiokafka
             # rejoins in the background and a rebalance (if any) revokes partitions meanwhile.
@@ -219,6 +264,7 @@ class ConsumerWorker(ConsumerRebalanceListener):  # type: ignore[misc]
         wanted = max(1, limit - self._backlog_size())
         batch = await self._consumer.getmany(timeout_ms=int(timeout * 1000), max_records=wanted)
         self._last_poll = time.monotonic()
+        self._check_stall()  # frozen during the poll: what it returned waits for the next assignment
         self._backlog.extend(_Run(tp, records) for tp, records in batch.items() if records)
         if self._at_most_once:
             await commit_fetched(self._consumer, batch)
@@ -235,6 +281,9 @@ class ConsumerWorker(ConsumerRebalanceListener):  # type: ignore[misc]
         return self._backlog
 
     async def _hand_out(self) -> None:
+        self._check_stall()
+        if self._rejoining:
+            return
         if self._batch:
             while self._backlog and self._sink.has_capacity():
                 await self._hand_out_batch()
@@ -372,6 +421,8 @@ class ConsumerWorker(ConsumerRebalanceListener):  # type: ignore[misc]
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
         self._assigned |= set(assigned)
         self._joined = True
+        self._rejoining = False
+        self._alive_at = time.monotonic()
         self._topics.learn_delay_topics(assigned)
         log.info("listener %s: partitions %s assigned", self._endpoint.listener_id, _names(assigned))
         if self._backlog:

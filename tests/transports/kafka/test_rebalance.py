@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
+import time
 from collections import Counter
 
 import pytest
+from aiokafka import AIOKafkaProducer
 
 from listeners import Message, kafka_listener
 from listeners.testing import running
@@ -93,3 +96,50 @@ async def test_revoke_waits_for_in_flight_records_and_commits_them(
     assert texts == ["after-0", "after-1", "held-0", "held-1"], "nothing lost, nothing handled twice"
     assert second.handled, "the newcomer got a partition"
     assert await committed(kafka, group, topic) == {0: 2, 1: 2}
+
+
+async def test_a_member_whose_process_stalled_past_its_session_rejoins_before_handing_out_more(
+    kafka: KafkaBroker, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A handler blocks the event loop longer than the session timeout (as a stopped or swapped-out
+    process would): the group drops the member meanwhile. Records produced during the stall (fetched
+    on the old assignment as the process resumes) are handed out only after it rejoined; nothing is
+    lost."""
+    caplog.set_level(logging.INFO, logger="listeners.kafka")
+    topic, group = unique("stall"), unique("group")
+    await create_topic(kafka, topic, 1)
+    session = kafka.consumer.get("session_timeout_ms", 10_000) / 1000
+    later = [f"later-{n}" for n in range(5)]
+    handled: dict[str, int] = {}  # text -> assignments logged when it was handled
+
+    def produce_later() -> None:
+        async def send() -> None:
+            producer = AIOKafkaProducer(bootstrap_servers=kafka.bootstrap)
+            await producer.start()
+            try:
+                for text in later:
+                    await producer.send_and_wait(topic, text.encode())
+            finally:
+                await producer.stop()
+
+        asyncio.run(send())
+
+    class Stalling:
+        @kafka_listener(topic, id="staller", group_id=group)
+        async def handle(self, text: str) -> None:
+            handled[text] = caplog.text.count("assigned")
+            if text == "stall":
+                producing = threading.Thread(target=produce_later)
+                producing.start()
+                time.sleep(session + 1.0)  # noqa: ASYNC251 - the stall under test
+                producing.join()
+
+    async with running(app_with(s=Stalling()), embedded=False, overrides=kafka.overrides()) as app:
+        await app.kafka.send(topic, "stall")
+        await app.wait_for(lambda: set(later) <= set(handled), timeout=30)
+        await app.wait_for(lambda: app.app.listener("staller").subscription.consuming, timeout=10)
+    assert "did not run for" in caplog.text
+    assert "handing out nothing until it has rejoined" in caplog.text
+    stalled_at = handled["stall"]
+    assert all(handled[text] > stalled_at for text in later), f"handed out before rejoining: {handled}"
+    assert await committed(kafka, group, topic) == {0: 1 + len(later)}
