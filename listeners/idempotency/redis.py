@@ -88,8 +88,8 @@ return 0
 """
 # ARGV[1] done marker, ARGV[2] the calls as a JSON array, one entry per caller: [operation (c claim,
 # d complete, r release, e extend), lease or ttl (ms), key prefix, [keys], tokens] where tokens is one
-# base for a claim (the i-th key's token is the base followed by i - 1 in hex, as ``new_tokens`` makes
-# them) and a list for the others -> one reply per caller: a character per key (a claim's state, 1 2 3;
+# base for a claim (the i-th key's token is the base followed by i - 1 in hex, see ``token_base``)
+# and a list for the others -> one reply per caller: a character per key (a claim's state, 1 2 3;
 # the others' 1 or 0; ! for a failed operation), then one line per in-progress claim (its PTTL) and per
 # failed operation (its error), in key order. Each operation is its lone script's, on the time the batch
 # started (expiry is judged at a script's start). One JSON argument, keys without their prefix and
@@ -153,7 +153,7 @@ class _Call:
         self.prefix = prefix
         self.keys = keys
         self.tokens = tokens
-        """A claim's token base (see ``new_tokens``), the other operations' tokens."""
+        """A claim's token base (see ``token_base``), the other operations' tokens."""
         self.millis = millis
         """The lease or ttl."""
         self.future: asyncio.Future[list[Any]] = asyncio.get_running_loop().create_future()

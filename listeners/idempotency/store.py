@@ -130,11 +130,5 @@ def new_token() -> str:
 
 def token_base() -> str:
     """The random part (96 bits) of claim tokens made together: the ``i``-th is the base followed by
-    ``i`` in hex (:func:`new_tokens`), one system call for all of them instead of one per token."""
+    ``i`` in hex (``f"{base}{i:x}"``), one system call for all of them instead of one per token."""
     return secrets.token_hex(12)
-
-
-def new_tokens(count: int) -> list[str]:
-    """``count`` claim tokens, unique like :func:`new_token`'s (see :func:`token_base`)."""
-    base = token_base()
-    return [f"{base}{index:x}" for index in range(count)]
