@@ -1041,11 +1041,16 @@ async def test_a_forward_over_the_size_limit_is_dead_lettered_at_once_and_the_re
     assert await oracle.effect_counts() == Counter({m.id: 1 for m in small + large}), (
         "nothing huge reached the sink"
     )
-    assert await invocation_counts(oracle) == Counter({m.id: 1 for m in small + large + huge}), "not retried"
+    invocations = await invocation_counts(oracle)
+    assert all(invocations[m.id] == 1 for m in huge), f"an oversized forward was retried: {invocations}"
+    # A forward under the limit may meet a transient broker error (Tansu answers NotLeaderForPartition
+    # for a topic this new, now and then) and be retried like any other: every extra run is one retry.
+    extra_runs = sum(invocations[m.id] - 1 for m in small + large)
+    assert all(invocations[m.id] >= 1 for m in small + large), invocations
     stats = stop_summary(worker, setup.listener)
     assert (stats["processed"], stats["failed"], stats["retried"], stats["dead_lettered"]) == (
         len(small + large),
-        len(huge),
-        0,
+        len(huge) + extra_runs,
+        extra_runs,
         len(huge),
     ), stats
