@@ -44,6 +44,10 @@ class Lookahead(Protocol):
     def forget(self, message: Message) -> None: ...
 
 
+RUNNERS_AT_ONCE = 16
+"""Lane runners a listener has on their way at most (tasks made, not yet running); see
+``ListenerContainer._run_lanes``."""
+
 SETTLE_BACKOFF = BackOffPolicy(initial=0.5, multiplier=2.0, maximum=30.0, jitter=0.1)
 """Back-off while a settle (ack, dead-letter or retry publish) keeps failing: no loss, no spin."""
 
@@ -92,7 +96,9 @@ class ListenerContainer:
         # deliveries whose idempotency keys are marked done together: one callback for all of them).
         self._acking: dict[asyncio.Future[None], list[Delivery]] = {}
         self._lanes: dict[Hashable, _Lane] = {}  # ordered lanes with deliveries waiting, by lane key
-        self._running: set[_Lane] = set()  # every lane whose task runs, ordered or not
+        self._running: set[_Lane] = set()  # every lane with a runner or waiting for one, ordered or not
+        self._unstarted: deque[tuple[Hashable | None, _Lane]] = deque()  # lanes waiting for a runner
+        self._runners_starting = 0  # runner tasks made and not yet running: they take what waits
         self._tasks: set[asyncio.Task[None]] = set()
         self._space = asyncio.Event()
         self._space.set()
@@ -296,8 +302,20 @@ class ListenerContainer:
         return started
 
     def _spawn_lane(self, key: Hashable | None, lane: _Lane) -> None:
+        """Give ``lane`` a runner: the next free one, or a new one (see :meth:`_run_lanes`)."""
         self._running.add(lane)
-        task = asyncio.ensure_future(self._run_lane(key, lane))
+        self._unstarted.append((key, lane))
+        self._top_up_runners()
+
+    def _top_up_runners(self) -> None:
+        """Have as many runners on their way as lanes wait for one, up to ``RUNNERS_AT_ONCE``."""
+        wanted = min(len(self._unstarted), RUNNERS_AT_ONCE)
+        while self._runners_starting < wanted:
+            self._spawn_runner()
+
+    def _spawn_runner(self) -> None:
+        self._runners_starting += 1
+        task = asyncio.ensure_future(self._run_lanes())
         self._tasks.add(task)
         task.add_done_callback(self._task_done)
 
@@ -305,6 +323,22 @@ class ListenerContainer:
         self._tasks.discard(task)
         if not task.cancelled() and task.exception() is not None:
             log.error("listener %s: internal error", self.listener_id, exc_info=task.exception())
+
+    async def _run_lanes(self) -> None:
+        """A runner: take lanes that wait for one, each until none of its deliveries waits.
+
+        A task per lane would cost more than handling a fast message (under ``ordering: key`` or
+        ``none`` most lanes hold one), so runners are shared. Each lane that starts while others wait
+        tops up the runners on their way (up to ``RUNNERS_AT_ONCE``), which take the next lanes should
+        this one's handler wait: lanes whose handlers wait all start within a few event-loop turns;
+        when handlers do not wait, a few runners go through them all.
+        """
+        self._runners_starting -= 1
+        unstarted = self._unstarted
+        while unstarted:
+            key, lane = unstarted.popleft()
+            self._top_up_runners()
+            await self._run_lane(key, lane)
 
     async def _run_lane(self, key: Hashable | None, lane: _Lane) -> None:
         """Handle the lane's deliveries one after another until none waits (or the listener stops).

@@ -18,7 +18,7 @@ from listeners import ManualClock, Message
 from listeners.message import Headers
 from listeners.outcome import ACK, DeadLetter, Defer, Outcome, Retry
 from listeners.retry.backoff import BackOffPolicy
-from listeners.runtime.container import ListenerContainer
+from listeners.runtime.container import RUNNERS_AT_ONCE, ListenerContainer
 from listeners.runtime.offsets import PartitionOffsets
 from listeners.spec import ListenerOptions
 from listeners.transport.base import Delivery, DeliverySink, Endpoint, Envelope, PublishReceipt
@@ -461,3 +461,56 @@ async def test_stop_releases_the_waiting_records_of_a_partition_lane() -> None:
     assert "release 1" in events
     assert "release 2" in events
     assert settler.offsets.committable == 1
+
+
+async def test_every_key_lane_whose_handler_waits_runs_side_by_side() -> None:
+    """Lane runners are shared, yet with handlers that wait every key's lane starts (many more lanes
+    than runners are made at once): none waits for another key's handler."""
+    events: list[str] = []
+    settler = RecordingSettler(events, immediate_acks=True)
+    gate = asyncio.Event()
+    started_keys: set[bytes] = set()
+    lanes = RUNNERS_AT_ONCE * 20
+
+    async def pipeline(message: Message) -> Outcome:
+        assert message.key is not None
+        started_keys.add(message.key)
+        await gate.wait()
+        return ACK
+
+    container = await started(pipeline, ManualClock(), ordering="key", max_in_flight=lanes)
+    for index in range(lanes):
+        message = Message(b"{}", Headers(), "t", "l", "kafka", key=b"k%d" % index, partition=0, offset=index)
+        assert container.offer(Delivery(message, settler))
+    for _ in range(100):
+        await asyncio.sleep(0)
+    assert len(started_keys) == lanes, "every key's handler started before any finished"
+    gate.set()
+    await settled(container)
+    assert container.stats.processed == lanes
+    await container.stop(1)
+
+
+async def test_fast_handlers_of_many_keys_share_a_few_runners() -> None:
+    """Handlers that do not wait: the lanes of a whole burst of keys are run by a few tasks, not one
+    task per key (a task costs more than such a message), in arrival order."""
+    events: list[str] = []
+    settler = RecordingSettler(events, immediate_acks=True)
+    handled: list[int] = []
+    tasks: set[asyncio.Task[Any] | None] = set()
+
+    async def pipeline(message: Message) -> Outcome:
+        assert message.offset is not None
+        handled.append(message.offset)
+        tasks.add(asyncio.current_task())
+        return ACK
+
+    lanes = 500
+    container = await started(pipeline, ManualClock(), ordering="key", max_in_flight=lanes)
+    for index in range(lanes):
+        message = Message(b"{}", Headers(), "t", "l", "kafka", key=b"k%d" % index, partition=0, offset=index)
+        assert container.offer(Delivery(message, settler))
+    await settled(container)
+    assert handled == list(range(lanes))
+    assert len(tasks) <= RUNNERS_AT_ONCE
+    await container.stop(1)
