@@ -23,7 +23,8 @@ import time
 import uuid
 from collections import Counter, defaultdict
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import aio_pika
 import asyncpg
@@ -39,9 +40,15 @@ class Sent:
     id: str
     key: str
     seq: int
+    headers: tuple[tuple[str, Any], ...] = field(default=(), kw_only=True)
+    """Kafka: ``(name, bytes | None)``; RabbitMQ: ``(name, any AMQP table value)``."""
 
     def body(self) -> bytes:
         return json.dumps({"id": self.id, "key": self.key, "seq": self.seq}).encode()
+
+
+MAX_SENT = 4 * 1024 * 1024
+"""The largest message a scenario sends (bytes): beyond what listeners' own producer accepts by default."""
 
 
 @dataclass
@@ -67,6 +74,17 @@ class OracleResult:
             f"order_violations={order} "
             f"dead_letters={self.dead_letters} unknown={self.unknown}"
         )
+
+
+def assert_sound(result: OracleResult, transport: str) -> None:
+    """What holds in every crash and network scenario: nothing lost, nothing dead-lettered or made up,
+    and on Kafka (``ordering: partition``, a key on one partition) first effects in key order."""
+    assert result.lost == [], result.describe()
+    assert result.effects >= result.sent, result.describe()
+    assert result.dead_letters == 0, result.describe()
+    assert result.unknown == 0, result.describe()
+    if transport == "kafka":
+        assert result.order_violations == [], result.describe()
 
 
 RESULTS: dict[str, OracleResult] = {}
@@ -135,15 +153,18 @@ class Oracle:
     async def send_kafka(self, bootstrap: str, topic: str, messages: Iterable[Sent], partitions: int) -> None:
         """Send to ``topic``, a key always to the same partition (``k<n>`` to ``n % partitions``);
         only sends the broker acknowledged are recorded."""
-        producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=False)
+        producer = AIOKafkaProducer(
+            bootstrap_servers=bootstrap, acks="all", enable_idempotence=False, max_request_size=MAX_SENT
+        )
         await producer.start()
         try:
             pending = []
             for message in messages:
                 partition = int(message.key[1:]) % partitions
                 future = await producer.send(
-                    topic, message.body(), key=message.key.encode(), partition=partition
-                )
+                    topic, message.body(), key=message.key.encode(), partition=partition,
+                    headers=list(message.headers) or None,
+                )  # fmt: skip
                 pending.append((message, future))
             for message, future in pending:
                 await future
@@ -160,7 +181,8 @@ class Oracle:
             for message in messages:
                 await channel.default_exchange.publish(
                     aio_pika.Message(message.body(), content_type="application/json",
-                                     delivery_mode=aio_pika.DeliveryMode.PERSISTENT),
+                                     delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+                                     headers=dict(message.headers) or None),
                     routing_key=queue, mandatory=True,
                 )  # fmt: skip
                 self.sent.append(message)

@@ -26,6 +26,7 @@ from tests.faults.oracle import (
     OracleResult,
     Queues,
     Sent,
+    assert_sound,
     events,
     fault_queue,
     kafka_dead_letters,
@@ -158,16 +159,6 @@ async def finish_with_a_new_worker(setup: Setup, oracle: Oracle) -> tuple[Worker
     return worker, result
 
 
-def assert_sound(setup: Setup, result: OracleResult) -> None:
-    """What holds in every scenario: nothing lost, nothing dead-lettered or made up, Kafka keys in order."""
-    assert result.lost == [], result.describe()
-    assert result.effects >= result.sent, result.describe()
-    assert result.dead_letters == 0, result.describe()
-    assert result.unknown == 0, result.describe()
-    if setup.transport == "kafka":  # ordering: partition and a key on one partition: first effects in order
-        assert result.order_violations == [], result.describe()
-
-
 # a. Kafka: SIGKILL mid-batch --------------------------------------------------------------------------
 
 
@@ -192,7 +183,7 @@ async def test_kafka_sigkill_mid_batch_a_new_worker_resumes_without_loss(
 
     _second, result = await finish_with_a_new_worker(setup, oracle)
 
-    assert_sound(setup, result)
+    assert_sound(result, setup.transport)
     counts = await oracle.effect_counts()
     assert all(counts[message_id] == 1 for message_id in held), (
         "held at the kill: handled once, by the second"
@@ -222,7 +213,7 @@ async def test_rabbit_sigkill_with_unacked_messages_a_new_worker_resumes_without
 
     _second, result = await finish_with_a_new_worker(setup, oracle)
 
-    assert_sound(setup, result)
+    assert_sound(result, setup.transport)
     counts = await oracle.effect_counts()
     assert all(counts[message_id] == 1 for message_id in held), "unacked at the kill: handled by the second"
     assert result.duplicates <= handled_before_kill, result.describe()
@@ -264,7 +255,7 @@ async def test_sigterm_finishes_in_flight_handlers_once_and_leaves_the_rest_to_t
 
     second, result = await finish_with_a_new_worker(setup, oracle)
 
-    assert_sound(setup, result)
+    assert_sound(result, setup.transport)
     assert result.duplicates == 0, f"a graceful stop redid finished work: {result.describe()}"
     assert result.invocations == result.sent, f"every message handled exactly once: {result.describe()}"
     assert await oracle.count("invocations", pid=second.pid) == result.sent - finished
@@ -303,7 +294,7 @@ async def test_sigterm_abandons_handlers_past_the_shutdown_timeout_and_they_run_
 
     second, result = await finish_with_a_new_worker(setup, oracle)
 
-    assert_sound(setup, result)
+    assert_sound(result, setup.transport)
     counts = await oracle.effect_counts()
     assert all(counts[message_id] == 1 for message_id in held), "abandoned, then handled by the next worker"
     held_again = await oracle.rows("invocations", pid=second.pid)
@@ -345,7 +336,7 @@ async def test_sigterm_with_key_ordering_runs_what_later_offsets_went_past_and_r
 
     second, result = await finish_with_a_new_worker(setup, oracle)
 
-    assert_sound(setup, result)
+    assert_sound(result, setup.transport)
     assert result.duplicates == 0, f"a graceful stop redid finished work: {result.describe()}"
     assert await oracle.count("invocations", pid=second.pid) == 0, "everything was committed at the stop"
 
@@ -375,5 +366,5 @@ async def test_a_stuck_rabbitmq_handler_does_not_stall_the_others(
     worker.terminate()
     assert worker.wait(STOP_TIMEOUT) == 0, worker.tail()
     result = await oracle.check(dead_letters=await setup.dead_letters())
-    assert_sound(setup, result)
+    assert_sound(result, setup.transport)
     assert result.duplicates == 0, result.describe()

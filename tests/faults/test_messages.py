@@ -31,7 +31,6 @@ from typing import Any
 import aio_pika
 import asyncpg
 import pytest
-from aiokafka import AIOKafkaProducer
 
 from listeners.rabbit.amqp import header_pairs_from_table
 from tests.contract.configs import unique
@@ -75,8 +74,6 @@ class Msg(Sent):
 
     plan: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
     raw: bytes | None = None
-    headers: tuple[tuple[str, Any], ...] = ()
-    """Kafka: ``(name, bytes | None)``; RabbitMQ: ``(name, any AMQP table value)``."""
 
     @property
     def business(self) -> str:
@@ -95,47 +92,6 @@ def msg(name: str, n: int, **plan: Any) -> Msg:
 
 def poison(name: str, n: int, body: bytes) -> Msg:
     return Msg(f"{name}-{n}", f"k{n}", n, raw=body)
-
-
-async def send_kafka(
-    oracle: Oracle, bootstrap: str, topic: str, messages: Iterable[Msg], partitions: int
-) -> None:
-    """Send with ``acks=all``, a key always to one partition; record only what the broker acknowledged."""
-    producer = AIOKafkaProducer(
-        bootstrap_servers=bootstrap, acks="all", enable_idempotence=False, max_request_size=4 * 1024 * 1024
-    )
-    await producer.start()
-    try:
-        pending = []
-        for message in messages:
-            partition = int(message.key[1:]) % partitions
-            future = await producer.send(
-                topic, message.body(), key=message.key.encode(), partition=partition,
-                headers=list(message.headers) or None,
-            )  # fmt: skip
-            pending.append((message, future))
-        for message, future in pending:
-            await future
-            oracle.sent.append(message)
-    finally:
-        await producer.stop()
-
-
-async def send_rabbit(oracle: Oracle, url: str, queue: str, messages: Iterable[Msg]) -> None:
-    """Publish through the default exchange with confirms and ``mandatory``; record what was confirmed."""
-    connection = await aio_pika.connect(url)
-    try:
-        channel = await connection.channel(publisher_confirms=True)
-        for message in messages:
-            await channel.default_exchange.publish(
-                aio_pika.Message(message.body(), content_type="application/json",
-                                 delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-                                 headers=dict(message.headers) or None),
-                routing_key=queue, mandatory=True,
-            )  # fmt: skip
-            oracle.sent.append(message)
-    finally:
-        await connection.close()
 
 
 # dead letters ---------------------------------------------------------------------------------------
@@ -333,7 +289,7 @@ async def kafka_setup(
             "LISTENERS__KAFKA__COMMIT_INTERVAL": "100ms",
             **oracle.env(),
         },
-        send=lambda messages: send_kafka(oracle, kafka.bootstrap, topic, messages, partitions),
+        send=lambda messages: oracle.send_kafka(kafka.bootstrap, topic, messages, partitions),
         dead_letters=kafka_dead_letters(kafka.bootstrap, f"{topic}-dlt"),
         workers=workers,
         target=f"{APP}:kafka{flavour}_container",
@@ -360,7 +316,7 @@ async def rabbit_setup(
         transport="rabbit",
         source=queue,
         env={"LISTENERS__RABBIT__URL": rabbit, **oracle.env()},
-        send=lambda messages: send_rabbit(oracle, rabbit, queue, messages),
+        send=lambda messages: oracle.send_rabbit(rabbit, queue, messages),
         dead_letters=rabbit_dead_letters(rabbit, f"{queue}.dlq"),
         workers=workers,
         target=f"{APP}:rabbit{flavour}_container",

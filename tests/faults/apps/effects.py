@@ -44,7 +44,6 @@ from __future__ import annotations
 import json
 import os
 import re
-from collections.abc import AsyncIterator
 from typing import Any
 
 from dependency_injector import providers
@@ -54,7 +53,7 @@ from listeners import Message, RejectMessage, StoreTransaction, kafka_listener, 
 from listeners.outcome import Outcome
 from listeners.runtime.pipeline import Handler
 from starter import ListenersContainer
-from tests.faults.apps.recorder import Recorder
+from tests.faults.apps.recorder import Recorder, opened
 from tests.faults.barriers import HoldPoint
 
 PRECLAIM_ENV = "FAULT_PRECLAIM_DIR"
@@ -235,13 +234,6 @@ class HoldBeforeClaim:
         if found is not None:
             await self._hold.reach(found)
         return await call_next(message)
-
-
-async def opened(effects: Effects) -> AsyncIterator[Effects]:
-    """The pool, open before the listeners start and closed after they stopped."""
-    await effects.open()
-    yield effects
-    await effects.close()
 
 
 class _Base(ListenersContainer):
