@@ -224,7 +224,6 @@ class ConsumerWorker(ConsumerRebalanceListener):  # type: ignore[misc]
                 await asyncio.sleep(delay)
 
     async def _poll_once(self) -> None:
-        self._check_stall()
         if self._joined and not self._in_group():
             # Hand nothing out and commit nothing while the group has lost this member; aiokafka
             # rejoins in the background and a rebalance (if any) revokes partitions meanwhile.
@@ -264,7 +263,6 @@ class ConsumerWorker(ConsumerRebalanceListener):  # type: ignore[misc]
         wanted = max(1, limit - self._backlog_size())
         batch = await self._consumer.getmany(timeout_ms=int(timeout * 1000), max_records=wanted)
         self._last_poll = time.monotonic()
-        self._check_stall()  # frozen during the poll: what it returned waits for the next assignment
         self._backlog.extend(_Run(tp, records) for tp, records in batch.items() if records)
         if self._at_most_once:
             await commit_fetched(self._consumer, batch)
