@@ -84,30 +84,23 @@ class Invoker:
             return ACK
         guard = self._guard
         early = guard.take(message) if guard is not None else None
-        if guard is not None and early is not None:  # decoded when accepted: build the other arguments
-            if self._payload_only:
-                arguments = None
-            else:
-                arguments = {name: build(message) for name, build in self._other_builders}
-                if self._payload_name is not None:
-                    arguments[self._payload_name] = early.payload
+        if guard is not None and early is not None:  # decoded when accepted
             if not early.ready.done():
                 await guard.claimed_ahead(early)
             if self._claimed_call and guard.held_ahead(early):
                 # The common case inline (no coroutines of the guard's around the handler's).
                 try:
-                    if arguments is None:
+                    if self._payload_only:
                         result = await self._handler(early.payload)
                     else:
-                        result = await self._handler(**arguments)
+                        result = await self._handler(**self._arguments_around(message, early.payload))
                     if result is not None and self._forward is not None:
                         await self._forward(result, message)
                 except BaseException:
                     await guard.failed(early)
                     raise
                 return guard.handled(early)
-            if arguments is None:
-                arguments = {self._payload_name: early.payload} if self._payload_name is not None else {}
+            arguments = self._arguments_around(message, early.payload)
             return await guard.run(
                 message, early.payload, functools.partial(self._call, message, arguments), early
             )
@@ -126,6 +119,13 @@ class Invoker:
         else:
             payload = self._key_payload(message) if self._key_payload is not None else None
         return await guard.run(message, payload, functools.partial(self._call, message, arguments))
+
+    def _arguments_around(self, message: Message, payload: Any) -> dict[str, Any]:
+        """The handler's arguments for ``message`` whose payload was decoded already."""
+        arguments = {name: build(message) for name, build in self._other_builders}
+        if self._payload_name is not None:
+            arguments[self._payload_name] = payload
+        return arguments
 
     @property
     def direct(self) -> DirectCall | None:
