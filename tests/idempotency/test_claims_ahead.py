@@ -11,12 +11,12 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import Annotated, Any
 
 import pytest
 from pydantic import BaseModel
 
-from listeners import ManualClock, Message
+from listeners import Header, ManualClock, Message
 from listeners.codec.json import JsonCodec
 from listeners.exceptions import IdempotencyStoreError
 from listeners.idempotency.guard import IdempotencyGuard
@@ -251,3 +251,58 @@ async def test_a_message_whose_key_cannot_be_read_ahead_fails_at_its_turn(body: 
     assert store.claim_batches == [], "nothing to claim ahead"
     assert outcomes[0] in ("MessageDecodeError", "IdempotencyKeyError")
     await listener.container.stop(1)
+
+
+async def test_a_header_that_cannot_be_converted_frees_the_key_claimed_ahead() -> None:
+    """The payload was decoded and its key claimed ahead; a header parameter then fails to convert at
+    the message's turn: the message is dead-lettered and its key is free again (not held by a lease
+    renewed as long as the process lives, which would defer every later message of that key)."""
+    store = CountingStore()
+    handled: list[str] = []
+
+    async def handle(payment: Payment, priority: Annotated[int, Header("x-priority")]) -> None:
+        handled.append(payment.payment_id)
+
+    guard = IdempotencyGuard("l", store, Idempotency(), key_reader("l", "payment_id"))
+    invoker = Invoker(
+        listener_id="l",
+        handler=handle,
+        plan=plan_parameters(handle, "handle", batch=False),
+        codec=JsonCodec(),
+        executor=ThreadPoolExecutor(1),
+        guard=guard,
+    )
+    endpoint = Endpoint("l", "kafka", ListenerOptions(topics=("t",), ordering="partition"))
+    container = ListenerContainer(
+        endpoint,
+        invoker,
+        IdleTransport(),
+        ManualClock(),
+        lookahead=invoker.lookahead,  # type: ignore[arg-type]
+    )
+    await container.start()
+    outcomes: list[str] = []
+
+    class DeadLetters(Settler):
+        async def dead_letter(self, delivery: Delivery, error: BaseException) -> None:
+            outcomes.append(type(error).__name__)
+
+    settler = DeadLetters()
+    body = Payment(payment_id="p-1").model_dump_json().encode()
+    bad = Message(body, Headers([("x-priority", b"high")]), "t", "l", "kafka", partition=0, offset=0)
+    good = Message(body, Headers([("x-priority", b"2")]), "t", "l", "kafka", partition=0, offset=1)
+    assert container.offer(Delivery(bad, settler))
+    for _ in range(200):
+        if outcomes:
+            break
+        await asyncio.sleep(0)
+    assert outcomes == ["MessageDecodeError"]
+    assert store.state("p-1") is None, "the key claimed ahead was released"
+    assert container.offer(Delivery(good, settler))
+    for _ in range(200):
+        if handled:
+            break
+        await asyncio.sleep(0)
+    assert handled == ["p-1"], "a later message of the key runs"
+    await container.stop(1)
+    await guard.close()
